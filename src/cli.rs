@@ -1,0 +1,258 @@
+//! The command line: clap types and dispatch.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app;
+use crate::config::{Config, Overrides};
+use crate::error::{Error, Result};
+use crate::scim::index::format_millis;
+use crate::store::{directories, keys, now_millis, Store};
+
+#[derive(Debug, Parser)]
+#[command(name = "scimd", version, about = "Multi-tenant SCIM 2.0 provisioning server and corporate directory")]
+pub struct Cli {
+    /// Database URL: sqlite://<file> or postgres://user:password@host/db [env: SCIMD_DATABASE_URL]
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Configuration file.
+    #[arg(long, global = true, env = "SCIMD_CONFIG", default_value = "config/default.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server. On an empty database: migrate, create directory 'default' and print its key once.
+    Serve(ServeArgs),
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage directories (tenants).
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+    /// Manage directory bearer keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: SCIMD_BIND] [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DirectoryCommand {
+    /// Create a directory.
+    Create {
+        /// URL-safe identifier: lower-case letters, digits, dashes.
+        slug: String,
+        /// Display name (defaults to the slug).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List directories.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Issue a key for a directory; prints the key alone on stdout. It is not shown again.
+    Issue {
+        /// Directory slug.
+        directory: String,
+        /// What the key is for, e.g. "okta".
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime such as 90d, 12h, 30m or 2w; without it the key does not expire.
+        #[arg(long, value_parser = parse_duration_millis)]
+        expires_in: Option<i64>,
+    },
+    /// List the keys of a directory (never their secrets).
+    List {
+        /// Directory slug.
+        directory: String,
+    },
+    /// Revoke a key; it stops working on the next request.
+    Revoke {
+        /// Key id, as shown by 'scimd key list'.
+        key_id: String,
+    },
+}
+
+/// "90d" → milliseconds. Units: s, m, h, d, w.
+pub fn parse_duration_millis(text: &str) -> std::result::Result<i64, String> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let amount: i64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as 90d, 12h or 30m"))?;
+    let unit_millis: i64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Err(format!("'{text}': the unit must be s, m, h, d or w (e.g. 90d)")),
+    };
+    if amount == 0 {
+        return Err("the duration must be more than zero".into());
+    }
+    amount.checked_mul(unit_millis).ok_or_else(|| format!("'{text}' is too long"))
+}
+
+pub fn load_config(cli: &Cli) -> Result<Config> {
+    let explicit = std::env::var_os("SCIMD_CONFIG").is_some() || cli.config.as_path() != std::path::Path::new("config/default.toml");
+    let bind = match &cli.command {
+        Command::Serve(args) => args.bind.clone(),
+        _ => None,
+    };
+    Config::load(&cli.config, explicit, &Overrides { database_url: cli.database_url.clone(), bind })
+}
+
+pub fn run(cli: Cli, config: Config) -> Result<()> {
+    match cli.command {
+        Command::Serve(_) => serve(config),
+        Command::Migrate => {
+            let store = app::open_store(&config)?;
+            let applied = store.migrate()?;
+            if applied.is_empty() {
+                eprintln!("database is up to date");
+            } else {
+                eprintln!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Directory(command) => {
+            let store = migrated_store(&config)?;
+            directory(&store, command)
+        }
+        Command::Key(command) => {
+            let store = migrated_store(&config)?;
+            key(&store, command)
+        }
+    }
+}
+
+fn migrated_store(config: &Config) -> Result<Store> {
+    let store = app::open_store(config)?;
+    store.migrate()?;
+    Ok(store)
+}
+
+fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
+    match command {
+        DirectoryCommand::Create { slug, name } => {
+            let name = name.unwrap_or_else(|| slug.clone());
+            let created = store.write_now(|conn, _| directories::insert(conn, &slug, &name))?;
+            println!("{}", created.slug);
+            eprintln!("created directory '{}' (id {}); issue a key with: scimd key issue {}", created.slug, created.id, created.slug);
+        }
+        DirectoryCommand::List => {
+            let all = store.read_now(|conn, _| directories::list(conn))?;
+            println!("{:<24} {:<36} {:<24} NAME", "SLUG", "ID", "CREATED");
+            for d in all {
+                println!("{:<24} {:<36} {:<24} {}", d.slug, d.id, format_millis(d.created_at), d.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key(store: &Store, command: KeyCommand) -> Result<()> {
+    match command {
+        KeyCommand::Issue { directory, name, expires_in } => {
+            let issued = store.write_now(|conn, _| {
+                let found = directories::get_by_slug(conn, &directory)?;
+                keys::issue(conn, &found.id, &name, expires_in.map(|ms| now_millis().saturating_add(ms)))
+            })?;
+            // The key alone on stdout, so `KEY=$(scimd key issue acme)` works.
+            println!("{}", issued.token.secret);
+            eprintln!("issued key {} for '{}'; it is shown only this once", issued.info.id, directory);
+        }
+        KeyCommand::List { directory } => {
+            let all = store.read_now(|conn, _| {
+                let found = directories::get_by_slug(conn, &directory)?;
+                keys::list(conn, &found.id)
+            })?;
+            println!("{:<36} {:<20} {:<24} {:<24} {:<8} NAME", "ID", "PREFIX", "CREATED", "EXPIRES", "STATUS");
+            let now = now_millis();
+            for k in all {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|at| at <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let expires = k.expires_at.map_or_else(|| "never".to_string(), format_millis);
+                println!("{:<36} {:<20} {:<24} {:<24} {:<8} {}", k.id, k.prefix, format_millis(k.created_at), expires, status, k.name);
+            }
+        }
+        KeyCommand::Revoke { key_id } => {
+            let revoked = store.write_now(|conn, _| keys::revoke(conn, &key_id))?;
+            eprintln!("revoked key {} ({})", revoked.id, revoked.prefix);
+        }
+    }
+    Ok(())
+}
+
+/// On a database with no directory: create 'default' and print its first key, once.
+fn bootstrap(store: &Store, base_url: &str) -> Result<()> {
+    let issued = store.write_now(|conn, _| {
+        if directories::count(conn)? > 0 {
+            return Ok(None);
+        }
+        let created = directories::insert(conn, "default", "Default directory")?;
+        keys::issue(conn, &created.id, "first key", None).map(Some)
+    });
+    let issued = match issued {
+        Ok(issued) => issued,
+        // Another instance sharing the database bootstrapped it first.
+        Err(Error::Uniqueness(_)) => None,
+        Err(other) => return Err(other),
+    };
+    if let Some(issued) = issued {
+        println!("Created directory 'default'. Its key is shown only this once:\n\n  {}\n", issued.token.secret);
+        println!("Try: curl -H 'Authorization: Bearer {}' {base_url}/scim/v2/Users\n", issued.token.secret);
+    }
+    Ok(())
+}
+
+fn serve(config: Config) -> Result<()> {
+    let store = app::open_store(&config)?;
+    let applied = store.migrate()?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied database migrations");
+    }
+    let listener = TcpListener::bind(&config.bind).map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
+    let bound = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
+    bootstrap(&store, &config.base_url(Some(bound)))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("starting the runtime", e))?;
+    runtime.block_on(async move {
+        let running = app::start(store, config.clone(), listener)?;
+        tracing::info!(addr = %running.addr, database = %crate::store::conn::redact_url(&config.database_url), "scimd is serving");
+        running.server.await.map_err(|e| Error::internal("server", e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_millis("90d"), Ok(90 * 86_400_000));
+        assert_eq!(parse_duration_millis("30m"), Ok(1_800_000));
+        assert!(parse_duration_millis("90").is_err());
+        assert!(parse_duration_millis("0d").is_err());
+        assert!(parse_duration_millis("d").is_err());
+        assert!(parse_duration_millis("99999999999999w").is_err());
+    }
+}

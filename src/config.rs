@@ -1,0 +1,159 @@
+//! Configuration: built-in defaults < config file < `SCIMD_*` environment < command-line flags.
+//! Loaded once in `main` and passed down; nothing reads the environment later.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database_url: String,
+    pub bind: String,
+    pub public_url: String,
+    pub log_format: LogFormat,
+    pub database: DatabaseConfig,
+    pub scim: ScimConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub pool_size: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimConfig {
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://scimd.db".into(),
+            bind: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            log_format: LogFormat::Pretty,
+            database: DatabaseConfig { pool_size: 16, acquire_timeout_secs: 5 },
+            scim: ScimConfig { default_page_size: 100, max_page_size: 200, max_body_bytes: 1024 * 1024 },
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+}
+
+const ENV_PREFIX: &str = "SCIMD_";
+/// Environment variables with the prefix that are not configuration keys.
+const ENV_NOT_CONFIG: &[&str] = &["SCIMD_CONFIG"];
+
+impl Config {
+    /// Layers the sources. A missing file is an error only when it was named explicitly.
+    pub fn load(file: &Path, file_named_explicitly: bool, overrides: &Overrides) -> Result<Config> {
+        if file_named_explicitly && !file.exists() {
+            return Err(Error::Config(format!("config file {} does not exist", file.display())));
+        }
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed(ENV_PREFIX).split("__").filter(|key| !is_ignored_env(key.as_str())))
+            .merge(Serialized::defaults(overrides));
+        let config: Config =
+            figment.extract().map_err(|e| Error::Config(format!("configuration: {}", describe(e))))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.scim.max_page_size == 0 {
+            return Err(Error::Config("scim.max_page_size must be at least 1".into()));
+        }
+        if self.database.pool_size == 0 {
+            return Err(Error::Config("database.pool_size must be at least 1".into()));
+        }
+        if !self.public_url.is_empty() && url::Url::parse(&self.public_url).is_err() {
+            return Err(Error::Config(format!("public_url '{}' is not an absolute URL", self.public_url)));
+        }
+        Ok(())
+    }
+
+    /// Base URL for `meta.location`, without a trailing slash.
+    pub fn base_url(&self, bound: Option<std::net::SocketAddr>) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.trim_end_matches('/').to_string();
+        }
+        match bound {
+            Some(addr) => format!("http://{addr}"),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    /// `SCIMD_*` variables that match no configuration key: probably typos, worth a warning.
+    pub fn unknown_env_vars() -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(key, _)| key.into_string().ok())
+            .filter(|key| key.starts_with(ENV_PREFIX) && !ENV_NOT_CONFIG.contains(&key.as_str()))
+            .filter(|key| !is_known_key(&key[ENV_PREFIX.len()..]))
+            .collect()
+    }
+}
+
+fn is_ignored_env(key: &str) -> bool {
+    ENV_NOT_CONFIG.iter().any(|name| name[ENV_PREFIX.len()..].eq_ignore_ascii_case(key))
+}
+
+fn is_known_key(key: &str) -> bool {
+    let Ok(defaults) = serde_json::to_value(Config::default()) else { return false };
+    let mut node = &defaults;
+    for part in key.to_ascii_lowercase().split("__") {
+        match node.get(part) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    !node.is_object()
+}
+
+fn describe(error: figment::Error) -> String {
+    error.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_file_matches_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let from_file: Config = Figment::from(Toml::file(&path)).extract().unwrap();
+        assert_eq!(serde_json::to_value(from_file).unwrap(), serde_json::to_value(Config::default()).unwrap());
+    }
+
+    #[test]
+    fn known_env_keys_are_recognised() {
+        assert!(is_known_key("DATABASE_URL"));
+        assert!(is_known_key("SCIM__MAX_PAGE_SIZE"));
+        assert!(!is_known_key("SCIM"));
+        assert!(!is_known_key("DATABSE_URL"));
+    }
+}

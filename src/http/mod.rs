@@ -1,0 +1,120 @@
+//! The actix-web edge: routes, middleware, and response helpers. Handlers extract, make one
+//! store call, and render.
+
+pub mod auth;
+pub mod body;
+pub mod discovery;
+pub mod error;
+pub mod health;
+pub mod users;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{NormalizePath, TrailingSlash};
+use actix_web::{web, HttpMessage, HttpResponse};
+use serde_json::Value;
+use tracing_actix_web::TracingLogger;
+
+use crate::error::Error;
+use crate::telemetry::{RequestId, ScimdRootSpan, CURRENT_REQUEST_ID};
+
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json; charset=utf-8";
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/scim/v2")
+                .service(only_get("/ServiceProviderConfig", web::get().to(discovery::service_provider_config)))
+                .service(only_get("/ResourceTypes", web::get().to(discovery::resource_types)))
+                .service(only_get("/ResourceTypes/{name}", web::get().to(discovery::resource_type)))
+                .service(only_get("/Schemas", web::get().to(discovery::schemas)))
+                .service(only_get("/Schemas/{urn}", web::get().to(discovery::schema)))
+                .service(
+                    web::resource("/Users")
+                        .route(web::get().to(users::list))
+                        .route(web::post().to(users::create))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/Users/.search")
+                        .route(web::post().to(users::search))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/Users/{id}")
+                        .route(web::get().to(users::get))
+                        .route(web::put().to(users::replace))
+                        .route(web::patch().to(users::patch))
+                        .route(web::delete().to(users::delete))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .route("/Bulk", web::to(|| not_implemented("bulk operations are not supported (bulk.supported is false)")))
+                .route("/Me", web::to(|| not_implemented("/Me is not supported: a key belongs to a directory, not a person")))
+                .route("/Groups", web::to(|| not_implemented("Groups are not implemented yet")))
+                .route("/Groups/{tail:.*}", web::to(|| not_implemented("Groups are not implemented yet"))),
+        )
+        .default_service(web::to(not_found));
+}
+
+fn only_get(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path).route(route).default_service(web::to(method_not_allowed))
+}
+
+/// Request tracing with scimd's root span (inside the request-id layer).
+pub fn tracing_logger() -> TracingLogger<ScimdRootSpan> {
+    TracingLogger::<ScimdRootSpan>::new()
+}
+
+/// `/Users/` is `/Users` (RFC 7644 leaves it open; clients differ).
+pub fn trim_trailing_slash() -> NormalizePath {
+    NormalizePath::new(TrailingSlash::Trim)
+}
+
+/// Outermost layer: adopts a sane incoming `X-Request-Id` or makes one, scopes it for the
+/// request (error details quote it), and echoes it on the response.
+pub fn request_id<S, B>(
+    request: ServiceRequest,
+    service: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let incoming = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|v| is_sane_request_id(v));
+    let id = incoming.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let response = service.call(request);
+    async move {
+        let mut response = CURRENT_REQUEST_ID.scope(id.clone(), response).await?;
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
+        }
+        Ok(response)
+    }
+}
+
+fn is_sane_request_id(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// A SCIM JSON response.
+pub fn scim(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status).insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE)).body(body.to_string())
+}
+
+async fn not_found() -> Result<HttpResponse, Error> {
+    Err(Error::NotFound("no such endpoint; SCIM lives under /scim/v2".into()))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, Error> {
+    Err(Error::MethodNotAllowed("this endpoint does not support that method".into()))
+}
+
+async fn not_implemented(detail: &'static str) -> Result<HttpResponse, Error> {
+    Err(Error::NotImplemented(detail.into()))
+}

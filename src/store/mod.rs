@@ -1,0 +1,150 @@
+//! The repository: the only module that talks to the database.
+//!
+//! Handlers, the CLI and (later) importers call the async methods defined in the per-table
+//! modules. Each runs its diesel work on the blocking pool in one transaction, so a failed
+//! request leaves no trace and no async worker ever blocks on the database.
+
+pub mod conn;
+pub mod directories;
+pub mod filter_sql;
+pub mod keys;
+pub mod migrate;
+pub mod rows;
+pub mod schema;
+pub mod users;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::connection::Connection;
+
+pub use conn::{Backend, DatabaseUrl, DbConn};
+
+use crate::error::{Error, Result};
+use crate::scim::schema::Registry;
+
+type Pool = r2d2::Pool<conn::ConnectionManager>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    backend: Backend,
+    registry: Arc<Registry>,
+    /// SQLite allows one writer at a time; taking this lock first keeps two of our own
+    /// transactions from deadlocking on the read-to-write lock upgrade (SQLITE_BUSY).
+    sqlite_writer: Option<Arc<Mutex<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens a pool on the database the URL names. Migrations are not applied here.
+    pub fn open(url: &str, pool_size: u32, acquire_timeout: Duration, registry: Arc<Registry>) -> Result<Store> {
+        let url = DatabaseUrl::parse(url)?;
+        let backend = url.backend();
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(acquire_timeout)
+            .build(conn::ConnectionManager::new(url))
+            .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))?;
+        let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Store { pool, backend, registry, sqlite_writer })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Applies pending migrations; returns their names.
+    pub fn migrate(&self) -> Result<Vec<String>> {
+        let mut conn = self.connection()?;
+        migrate::run_pending(&mut conn)
+    }
+
+    fn connection(&self) -> Result<r2d2::PooledConnection<conn::ConnectionManager>> {
+        self.pool.get().map_err(|e| Error::Unavailable(format!("no database connection available: {e}")))
+    }
+
+    /// Runs `work` in a read transaction on the blocking pool.
+    pub async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        run_blocking(move || store.read_now(work)).await
+    }
+
+    /// Runs `work` in one write transaction on the blocking pool; any error rolls it back.
+    pub async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        run_blocking(move || store.write_now(work)).await
+    }
+
+    /// The synchronous form of [`Store::read`], for the CLI.
+    pub fn read_now<T>(&self, work: impl FnOnce(&mut DbConn, &Registry) -> Result<T>) -> Result<T> {
+        let mut conn = self.connection()?;
+        let registry = &self.registry;
+        conn.transaction(|c| work(c, registry))
+    }
+
+    /// The synchronous form of [`Store::write`], for the CLI.
+    pub fn write_now<T>(&self, work: impl FnOnce(&mut DbConn, &Registry) -> Result<T>) -> Result<T> {
+        // A poisoned lock only means another writer panicked; the database rolled that back.
+        let _writer = self.sqlite_writer.as_ref().map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut conn = self.connection()?;
+        let registry = &self.registry;
+        conn.transaction(|c| work(c, registry))
+    }
+
+    /// Whether the database answers; for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|conn, _| {
+            diesel::connection::SimpleConnection::batch_execute(conn, "SELECT 1").map_err(db_error)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::internal("database task", e))?
+}
+
+/// Diesel errors we understand become their meaning; the rest are internal faults.
+pub fn db_error(error: diesel::result::Error) -> Error {
+    use diesel::result::{DatabaseErrorKind, Error as D};
+    match error {
+        D::NotFound => Error::NotFound("not found".into()),
+        D::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            Error::Uniqueness(format!("a value that must be unique is already taken ({})", info.message()))
+        }
+        D::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            Error::Unavailable(format!("database connection closed: {}", info.message()))
+        }
+        other => Error::internal("database", other),
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(error: diesel::result::Error) -> Self {
+        db_error(error)
+    }
+}
+
+/// Current time in epoch milliseconds.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,54 @@
+//! Table definitions, portable types only (both backends share them).
+
+diesel::table! {
+    directories (id) {
+        id -> Text,
+        slug -> Text,
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    directory_keys (id) {
+        id -> Text,
+        directory_id -> Text,
+        name -> Text,
+        lookup -> Text,
+        hash -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        directory_id -> Text,
+        user_name -> Text,
+        user_name_folded -> Text,
+        external_id -> Nullable<Text>,
+        display_name_folded -> Nullable<Text>,
+        active -> Bool,
+        data -> Text,
+        created_at -> BigInt,
+        modified_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    user_values (user_id, attr, pos) {
+        directory_id -> Text,
+        user_id -> Text,
+        attr -> Text,
+        pos -> Integer,
+        value -> Text,
+    }
+}
+
+diesel::joinable!(directory_keys -> directories (directory_id));
+diesel::joinable!(users -> directories (directory_id));
+diesel::allow_tables_to_appear_in_same_query!(directories, directory_keys, users, user_values);

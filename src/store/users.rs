@@ -1,0 +1,331 @@
+//! Users: one row in `users` (hot attributes in indexed columns, the resource as JSON) plus
+//! one `user_values` row per other attribute value, kept in step in the same transaction.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use serde_json::Value;
+
+use super::filter_sql::{self, SqlFragment};
+use super::rows::{CountRow, UserRow, UserValueRow};
+use super::schema::{user_values, users};
+use super::{now_millis, DbConn, Store};
+use crate::error::{Error, Result};
+use crate::ids::{DirectoryId, UserId};
+use crate::scim::index::{self, Column};
+use crate::scim::list::{ListRequest, SortOrder};
+use crate::scim::resource::{if_match_admits, Meta, Stored};
+use crate::scim::schema::{Registry, ResourceSchema};
+use crate::scim::{filter, path};
+
+/// A stored user with its server-owned metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub meta: Meta,
+    pub resource: Stored,
+}
+
+/// What to sort a listing by (already resolved against the schema).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKey {
+    Column(Column),
+    /// An attribute in `user_values`, by index key; multi-valued ones sort by their smallest value.
+    Value(String),
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct UserQuery {
+    pub filter: Option<SqlFragment>,
+    pub sort: Option<(SortKey, SortOrder)>,
+    /// 0-based offset.
+    pub offset: u64,
+    pub limit: u64,
+}
+
+fn record(row: UserRow) -> Result<UserRecord> {
+    let resource = match serde_json::from_str(&row.data) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) | Err(_) => return Err(Error::Internal(format!("user {} has a corrupt stored resource", row.id))),
+    };
+    Ok(UserRecord {
+        meta: Meta { id: row.id, created_at: row.created_at, modified_at: row.modified_at, version: row.version },
+        resource,
+    })
+}
+
+fn text<'a>(resource: &'a Stored, key: &str) -> Option<&'a str> {
+    resource.get(key).and_then(Value::as_str)
+}
+
+fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored) -> Result<UserRow> {
+    let user_name = text(resource, "userName")
+        .ok_or_else(|| Error::InvalidValue("attribute 'userName' is required".into()))?
+        .to_string();
+    Ok(UserRow {
+        id: meta.id.clone(),
+        directory_id: directory.0.clone(),
+        user_name_folded: index::fold(&user_name),
+        user_name,
+        external_id: text(resource, "externalId").map(str::to_string),
+        display_name_folded: text(resource, "displayName").map(index::fold),
+        active: resource.get("active").and_then(Value::as_bool).unwrap_or(true),
+        data: serde_json::to_string(resource).map_err(|e| Error::internal("serialising a user", e))?,
+        created_at: meta.created_at,
+        modified_at: meta.modified_at,
+        version: meta.version,
+    })
+}
+
+fn write_values(conn: &mut DbConn, registry: &Registry, directory: &DirectoryId, id: &str, resource: &Stored) -> Result<()> {
+    let entries = index::entries(&registry.user, resource);
+    let rows: Vec<UserValueRow<'_>> = entries
+        .iter()
+        .map(|e| UserValueRow { directory_id: &directory.0, user_id: id, attr: &e.attr, pos: e.pos, value: &e.value })
+        .collect();
+    // Multi-row INSERT is backend-specific in diesel (no portable form through the enum).
+    // Chunked: SQLite caps bound parameters per statement.
+    for chunk in rows.chunks(150) {
+        let statement = diesel::insert_into(user_values::table).values(chunk);
+        match conn {
+            DbConn::Sqlite(c) => statement.execute(c)?,
+            DbConn::Postgres(c) => statement.execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+fn unique_user_name(error: diesel::result::Error, resource: &Stored) -> Error {
+    match error {
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
+            Error::Uniqueness(format!(
+                "userName '{}' is already taken in this directory (userName is compared case-insensitively)",
+                text(resource, "userName").unwrap_or_default()
+            ))
+        }
+        other => other.into(),
+    }
+}
+
+/// Creates a user. A user created without `active` is active.
+pub fn insert(conn: &mut DbConn, registry: &Registry, directory: &DirectoryId, mut resource: Stored) -> Result<UserRecord> {
+    resource.entry("active").or_insert(Value::Bool(true));
+    let now = now_millis();
+    let meta = Meta { id: UserId::generate().0, created_at: now, modified_at: now, version: 1 };
+    let row = row_for(directory, &meta, &resource)?;
+    diesel::insert_into(users::table).values(&row).execute(conn).map_err(|e| unique_user_name(e, &resource))?;
+    write_values(conn, registry, directory, &meta.id, &resource)?;
+    Ok(UserRecord { meta, resource })
+}
+
+pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRecord>> {
+    users::table
+        .filter(users::directory_id.eq(&directory.0))
+        .filter(users::id.eq(id))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(record)
+        .transpose()
+}
+
+/// Another directory's user is reported exactly like a missing one.
+pub fn get(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<UserRecord> {
+    find(conn, directory, id)?.ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("no User with id '{id}' in this directory"))
+}
+
+fn check_version(current: &UserRecord, if_match: Option<&str>) -> Result<()> {
+    match if_match {
+        Some(header) if !if_match_admits(header, &current.meta) => Err(Error::PreconditionFailed(format!(
+            "If-Match {header} does not match the current version {}",
+            current.meta.etag()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the stored resource with `change(current)`. Bumps the version only when the
+/// resource really changes; a no-op write leaves `meta` as it was.
+pub fn modify(
+    conn: &mut DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    id: &str,
+    if_match: Option<&str>,
+    change: impl FnOnce(&Stored) -> Result<Stored>,
+) -> Result<UserRecord> {
+    let current = get(conn, directory, id)?;
+    check_version(&current, if_match)?;
+    let resource = change(&current.resource)?;
+    if resource == current.resource {
+        return Ok(current);
+    }
+    let meta = Meta { modified_at: now_millis().max(current.meta.modified_at), version: current.meta.version + 1, ..current.meta };
+    let row = row_for(directory, &meta, &resource)?;
+    diesel::update(users::table.find(id)).set(&row).execute(conn).map_err(|e| unique_user_name(e, &resource))?;
+    diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
+    write_values(conn, registry, directory, id, &resource)?;
+    Ok(UserRecord { meta, resource })
+}
+
+/// PUT: full replacement of the client's attributes. `active` omitted keeps the current value,
+/// so a PUT that forgets it never deactivates anyone by accident.
+pub fn replace(
+    conn: &mut DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    id: &str,
+    if_match: Option<&str>,
+    mut replacement: Stored,
+) -> Result<UserRecord> {
+    modify(conn, registry, directory, id, if_match, move |current| {
+        if !replacement.contains_key("active") {
+            replacement.insert("active".into(), current.get("active").cloned().unwrap_or(Value::Bool(true)));
+        }
+        Ok(replacement)
+    })
+}
+
+pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Option<&str>) -> Result<()> {
+    let current = get(conn, directory, id)?;
+    check_version(&current, if_match)?;
+    diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
+    diesel::delete(users::table.filter(users::directory_id.eq(&directory.0)).filter(users::id.eq(id))).execute(conn)?;
+    Ok(())
+}
+
+type Backend = <DbConn as diesel::Connection>::Backend;
+type BoxedQuery<'f> = diesel::query_builder::BoxedSqlQuery<'f, Backend, diesel::query_builder::SqlQuery>;
+
+fn where_clause<'f>(mut query: BoxedQuery<'f>, directory: &DirectoryId, filter: &Option<SqlFragment>) -> BoxedQuery<'f> {
+    query = query.sql(" WHERE users.directory_id = ").bind::<Text, _>(directory.0.clone());
+    if let Some(fragment) = filter {
+        query = filter_sql::apply(fragment.clone(), query.sql(" AND (")).sql(")");
+    }
+    query
+}
+
+fn column_sql(column: Column) -> &'static str {
+    match column {
+        Column::Id => "users.id",
+        Column::ExternalId => "users.external_id",
+        Column::UserName => "users.user_name_folded",
+        Column::DisplayName => "users.display_name_folded",
+        Column::Active => "users.active",
+        Column::Created => "users.created_at",
+        Column::LastModified => "users.modified_at",
+    }
+}
+
+fn sort_expression<'f>(query: BoxedQuery<'f>, key: &SortKey) -> BoxedQuery<'f> {
+    match key {
+        SortKey::Column(column) => query.sql(column_sql(*column)),
+        SortKey::Value(attr) => query
+            .sql("(SELECT MIN(sv.value) FROM user_values sv WHERE sv.user_id = users.id AND sv.attr = ")
+            .bind::<Text, _>(attr.clone())
+            .sql(")"),
+    }
+}
+
+/// Counts the matches and loads one page, ordered by the sort key, then by id (creation order),
+/// so pages are stable. Unassigned values sort last ascending and first descending.
+pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Result<(u64, Vec<UserRecord>)> {
+    let count_query = where_clause(diesel::sql_query("SELECT COUNT(*) AS n FROM users").into_boxed(), directory, &query.filter);
+    let total: CountRow = count_query.get_result(conn)?;
+    let total = u64::try_from(total.n).unwrap_or(0);
+    if query.limit == 0 || query.offset >= total {
+        return Ok((total, Vec::new()));
+    }
+    let mut page = where_clause(diesel::sql_query("SELECT users.* FROM users").into_boxed(), directory, &query.filter);
+    page = page.sql(" ORDER BY ");
+    if let Some((key, order)) = &query.sort {
+        let direction = match order {
+            SortOrder::Ascending => "ASC",
+            SortOrder::Descending => "DESC",
+        };
+        page = sort_expression(page.sql("(CASE WHEN "), key).sql(" IS NULL THEN 1 ELSE 0 END) ");
+        page = sort_expression(page.sql(direction).sql(", "), key).sql(" ").sql(direction).sql(", ");
+    }
+    page = page
+        .sql("users.id ASC LIMIT ")
+        .bind::<BigInt, _>(i64::try_from(query.limit).unwrap_or(i64::MAX))
+        .sql(" OFFSET ")
+        .bind::<BigInt, _>(i64::try_from(query.offset).unwrap_or(i64::MAX));
+    let rows: Vec<UserRow> = page.load(conn)?;
+    let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
+    Ok((total, records))
+}
+
+impl Store {
+    pub async fn create_user(&self, directory: DirectoryId, resource: Stored) -> Result<UserRecord> {
+        self.write(move |conn, registry| insert(conn, registry, &directory, resource)).await
+    }
+
+    pub async fn get_user(&self, directory: DirectoryId, id: String) -> Result<UserRecord> {
+        self.read(move |conn, _| get(conn, &directory, &id)).await
+    }
+
+    pub async fn replace_user(
+        &self,
+        directory: DirectoryId,
+        id: String,
+        if_match: Option<String>,
+        replacement: Stored,
+    ) -> Result<UserRecord> {
+        self.write(move |conn, registry| replace(conn, registry, &directory, &id, if_match.as_deref(), replacement))
+            .await
+    }
+
+    /// Applies `change` to the current resource inside the transaction; any error leaves it as it was.
+    pub async fn patch_user<F>(&self, directory: DirectoryId, id: String, if_match: Option<String>, change: F) -> Result<UserRecord>
+    where
+        F: FnOnce(&Stored, &Registry) -> Result<Stored> + Send + 'static,
+    {
+        self.write(move |conn, registry| {
+            modify(conn, registry, &directory, &id, if_match.as_deref(), |current| change(current, registry))
+        })
+        .await
+    }
+
+    pub async fn delete_user(&self, directory: DirectoryId, id: String, if_match: Option<String>) -> Result<()> {
+        self.write(move |conn, _| delete(conn, &directory, &id, if_match.as_deref())).await
+    }
+
+    pub async fn list_users(&self, directory: DirectoryId, query: UserQuery) -> Result<(u64, Vec<UserRecord>)> {
+        self.read(move |conn, _| list(conn, &directory, &query)).await
+    }
+}
+
+impl Store {
+    /// A list or search request: the filter is checked against the schema and compiled to SQL,
+    /// `sortBy` resolved to a column or value key, then one page is read.
+    pub async fn search_users(&self, directory: DirectoryId, request: ListRequest) -> Result<(u64, Vec<UserRecord>)> {
+        let schema = &self.registry().user;
+        let filter = match &request.filter {
+            Some(text) => Some(filter_sql::compile(&filter::parse(text, schema)?, &directory.0, self.backend())),
+            None => None,
+        };
+        let sort = match &request.sort_by {
+            Some(name) => Some((sort_key(schema, name)?, request.sort_order.unwrap_or(SortOrder::Ascending))),
+            None => None,
+        };
+        let query = UserQuery { filter, sort, offset: request.start_index.saturating_sub(1), limit: request.count };
+        self.list_users(directory, query).await
+    }
+}
+
+/// `sortBy` names an attribute like a filter does; it is resolved the same way.
+fn sort_key(schema: &ResourceSchema, name: &str) -> Result<SortKey> {
+    let unknown = || Error::InvalidValue(format!("sortBy '{name}' is not a sortable attribute of {}", schema.kind.as_str()));
+    let attr = path::resolve_name(schema, name).map_err(|_| unknown())?;
+    if attr.is_complex_without_value() {
+        return Err(unknown());
+    }
+    Ok(match attr.column {
+        Some(column) => SortKey::Column(column),
+        None => SortKey::Value(attr.index_key.clone()),
+    })
+}

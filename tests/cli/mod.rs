@@ -1,0 +1,169 @@
+//! The `scimd` binary as an operator uses it.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn scimd(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scimd"));
+    command.current_dir(dir).env_remove("SCIMD_DATABASE_URL").env_remove("SCIMD_BIND").env_remove("SCIMD_CONFIG");
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{:?}: {}", command, String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn is_key(text: &str) -> bool {
+    text.len() == 70 && text.starts_with("scimd_") && text[6..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[test]
+fn key_issue_prints_the_key_alone_and_listing_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("cli.db").display());
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme", "--name", "Acme Inc"]));
+    let issued = run(scimd(dir.path()).args(["--database-url", &db, "key", "issue", "acme", "--name", "okta", "--expires-in", "90d"]));
+    let key = stdout(&issued);
+    assert!(key.ends_with('\n') && key.lines().count() == 1, "stdout must be the key alone: {key:?}");
+    let key = key.trim();
+    assert!(is_key(key), "{key}");
+
+    let listed = stdout(&run(scimd(dir.path()).args(["--database-url", &db, "key", "list", "acme"])));
+    assert!(!listed.contains(key), "the secret must never be listed");
+    assert!(listed.contains(&key[..18]), "the public prefix identifies the key:\n{listed}");
+    assert!(listed.contains("okta") && listed.contains("active"), "{listed}");
+
+    let key_id = listed.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    run(scimd(dir.path()).args(["--database-url", &db, "key", "revoke", &key_id]));
+    let listed = stdout(&run(scimd(dir.path()).args(["--database-url", &db, "key", "list", "acme"])));
+    assert!(listed.contains("revoked"), "{listed}");
+
+    let directories = stdout(&run(scimd(dir.path()).args(["--database-url", &db, "directory", "list"])));
+    assert!(directories.contains("acme") && directories.contains("Acme Inc"), "{directories}");
+}
+
+#[test]
+fn operator_mistakes_get_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let cases: [(&[&str], &str); 5] = [
+        (&["key", "issue", "nope"], "no directory with slug 'nope'"),
+        (&["directory", "create", "Bad Slug"], "is not valid"),
+        (&["key", "issue", "acme", "--expires-in", "soon"], "not a duration"),
+        (&["key", "revoke", "missing-id"], "no key with id 'missing-id'"),
+        (&["--database-url", "mysql://x", "directory", "list"], "expected sqlite://"),
+    ];
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    for (args, expected) in cases {
+        let output = scimd(dir.path()).args(["--database-url", &db]).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+    let output = scimd(dir.path()).args(["--database-url", &db, "--config", "missing.toml", "directory", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml does not exist"));
+}
+
+#[test]
+fn settings_layer_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scimd.toml"), "database_url = \"sqlite://from-file.db\"\n").unwrap();
+    let with_file = |command: &mut Command| {
+        command.args(["--config", "scimd.toml", "directory", "list"]);
+    };
+    let mut command = scimd(dir.path());
+    with_file(&mut command);
+    run(&mut command);
+    assert!(dir.path().join("from-file.db").exists());
+
+    let mut command = scimd(dir.path());
+    with_file(command.env("SCIMD_DATABASE_URL", "sqlite://from-env.db"));
+    run(&mut command);
+    assert!(dir.path().join("from-env.db").exists());
+
+    let mut command = scimd(dir.path());
+    with_file(command.env("SCIMD_DATABASE_URL", "sqlite://from-env.db").args(["--database-url", "sqlite://from-flag.db"]));
+    run(&mut command);
+    assert!(dir.path().join("from-flag.db").exists());
+}
+
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `scimd serve`, waits until /healthz answers, and returns what it printed so far
+/// (the bootstrap lines come before the server listens) and its address; stops it on drop.
+fn serve(dir: &Path, db: &str) -> (Serving, String, String) {
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut child = scimd(dir)
+        .args(["--database-url", db, "serve", "--bind", &bind])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = printed.clone();
+    let mut out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(n) = out.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    let serving = Serving(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get_status(&bind, "/healthz", None) != Some(200) {
+        assert!(Instant::now() < deadline, "scimd serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let printed = printed.lock().unwrap().clone();
+    (serving, printed, bind)
+}
+
+/// A minimal HTTP/1.0 GET, enough for a probe without an async runtime.
+fn http_get_status(host: &str, path: &str, bearer: Option<&str>) -> Option<u16> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    let auth = bearer.map(|key| format!("Authorization: Bearer {key}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn first_serve_on_an_empty_database_prints_a_working_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("first.db").display());
+    let (server, first, bind) = serve(dir.path(), &db);
+    let key = first.split_whitespace().find(|w| is_key(w.trim_matches('\''))).map(|w| w.trim_matches('\'').to_string());
+    let key = key.unwrap_or_else(|| panic!("no key printed:\n{first}"));
+    assert!(first.contains(&format!("curl -H 'Authorization: Bearer {key}' http://{bind}/scim/v2/Users")), "{first}");
+    assert_eq!(http_get_status(&bind, "/scim/v2/Users", Some(&key)), Some(200));
+    drop(server);
+
+    let (_server, second, bind) = serve(dir.path(), &db);
+    assert!(!second.contains("scimd_"), "the key must never be printed again:\n{second}");
+    assert_eq!(http_get_status(&bind, "/scim/v2/Users", Some(&key)), Some(200), "the first key still works");
+}

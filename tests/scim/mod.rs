@@ -1,0 +1,4 @@
+mod auth;
+mod discovery;
+mod errors;
+mod users;

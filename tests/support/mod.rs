@@ -1,0 +1,250 @@
+//! What every integration test stands on: a real scimd server on 127.0.0.1:0 over a real
+//! database (a temp SQLite file, or a fresh database cloned from a migrated template in a
+//! throwaway PostgreSQL cluster), and an HTTP client that speaks to it.
+
+#![allow(dead_code)]
+
+pub mod db;
+
+use std::net::TcpListener;
+use std::sync::OnceLock;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use scimd::app;
+use scimd::config::Config;
+use scimd::ids::DirectoryId;
+use scimd::store::{directories, keys, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an `async fn(TestServer)` test once per backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::support::TestServer::start(crate::support::Backend::Sqlite).await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(crate::support::TestServer::start(crate::support::Backend::Postgres).await).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A migrated PostgreSQL template, made once per test process; tests clone it.
+fn postgres_template() -> Result<&'static str, String> {
+    static TEMPLATE: OnceLock<Result<String, String>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let cluster = db::pg_cluster()?;
+            let name = db::unique_database_name("scimd_template");
+            let url = cluster.create_database(&name, None)?;
+            let mut config = Config::default();
+            config.database_url = url;
+            config.database.pool_size = 1;
+            let store = app::open_store(&config).map_err(|e| e.to_string())?;
+            store.migrate().map_err(|e| e.to_string())?;
+            drop(store);
+            Ok(name)
+        })
+        .as_ref()
+        .map(String::as_str)
+        .map_err(Clone::clone)
+}
+
+/// A fresh, migrated, empty database URL for one test.
+pub fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            (format!("sqlite://{}", dir.path().join("scimd.db").display()), Some(dir))
+        }
+        Backend::Postgres => {
+            let template = postgres_template().unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+            let cluster = db::pg_cluster().unwrap_or_else(|e| panic!("{e}"));
+            let url = cluster
+                .create_database(&db::unique_database_name("scimd_test"), Some(template))
+                .unwrap_or_else(|e| panic!("{e}"));
+            (url, None)
+        }
+    }
+}
+
+/// A running server with one directory (`acme`) and a key for it.
+pub struct TestServer {
+    pub backend: Backend,
+    pub base_url: String,
+    pub key: String,
+    pub directory: DirectoryId,
+    pub store: Store,
+    pub config: Config,
+    pub http: reqwest::Client,
+    system: actix_web::rt::System,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let (url, data_dir) = fresh_database(backend);
+        let mut config = Config::default();
+        config.database_url = url;
+        config.database.pool_size = 4;
+        adjust(&mut config);
+        let store = app::open_store(&config).unwrap();
+        store.migrate().unwrap();
+        let (directory, key) = store
+            .write_now(|conn, _| {
+                let created = directories::insert(conn, "acme", "Acme")?;
+                let issued = keys::issue(conn, &created.id, "test", None)?;
+                Ok((created.id, issued.token.secret))
+            })
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (server_store, server_config) = (store.clone(), config.clone());
+        std::thread::spawn(move || {
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let running = app::start(server_store, server_config, listener).unwrap();
+                started_tx.send((running.addr, actix_web::rt::System::current())).unwrap();
+                running.server.await.unwrap();
+            });
+        });
+        let (addr, system) = started_rx.recv().unwrap();
+        TestServer {
+            backend,
+            base_url: format!("http://{addr}"),
+            key,
+            directory,
+            store,
+            config,
+            http: reqwest::Client::new(),
+            system,
+            _data_dir: data_dir,
+        }
+    }
+
+    /// Another directory with its own key, for isolation tests.
+    pub fn second_directory(&self, slug: &str) -> (DirectoryId, String) {
+        let slug = slug.to_string();
+        self.store
+            .write_now(move |conn, _| {
+                let created = directories::insert(conn, &slug, &slug)?;
+                let issued = keys::issue(conn, &created.id, "test", None)?;
+                Ok((created.id, issued.token.secret))
+            })
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A request with this server's key.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(&self.key)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"))
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.json(Method::POST, path, body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.json(Method::PUT, path, body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.json(Method::PATCH, path, body)).await
+    }
+
+    pub fn json(&self, method: Method, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.request(method, path).header("content-type", "application/scim+json").body(body.to_string())
+    }
+
+    /// Creates a user and returns its representation; panics unless the server answers 201.
+    pub async fn create_user(&self, body: Value) -> Value {
+        let reply = self.post("/scim/v2/Users", &body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.body
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a SCIM error of this status (and scimType, if given), returns the detail.
+    pub fn assert_error(&self, status: u16, scim_type: Option<&str>) -> String {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["schemas"], serde_json::json!(["urn:ietf:params:scim:api:messages:2.0:Error"]));
+        assert_eq!(self.body["status"], Value::String(status.to_string()), "status is a string");
+        assert_eq!(self.body.get("scimType").and_then(Value::as_str), scim_type, "{}", self.body);
+        assert!(self.header("content-type").unwrap_or_default().starts_with("application/scim+json"));
+        let detail = self.body["detail"].as_str().unwrap_or_default().to_string();
+        assert!(!detail.is_empty(), "error without a detail");
+        detail
+    }
+}
+
+/// A minimal valid user body.
+pub fn user_body(user_name: &str) -> Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "name": {"givenName": "Test", "familyName": "User"},
+        "emails": [{"value": user_name, "type": "work", "primary": true}],
+        "active": true
+    })
+}
