@@ -29,7 +29,10 @@ impl AppState {
     }
 
     pub fn page_limits(&self) -> PageLimits {
-        PageLimits { default_count: u64::from(self.config.scim.default_page_size), max_count: u64::from(self.config.scim.max_page_size) }
+        PageLimits {
+            default_count: u64::from(self.config.scim.default_page_size),
+            max_count: u64::from(self.config.scim.max_page_size),
+        }
     }
 }
 
@@ -64,9 +67,9 @@ pub fn start(store: Store, config: Config, listener: TcpListener) -> Result<Runn
             .wrap(http::tracing_logger())
             .wrap_fn(http::request_id)
     })
-        .listen(listener)
-        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?
-        .shutdown_timeout(10)
-        .run();
+    .listen(listener)
+    .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?
+    .shutdown_timeout(10)
+    .run();
     Ok(RunningServer { addr, handle: server.handle(), server })
 }

@@ -12,7 +12,11 @@ use crate::scim::index::format_millis;
 use crate::store::{directories, keys, now_millis, Store};
 
 #[derive(Debug, Parser)]
-#[command(name = "scimd", version, about = "Multi-tenant SCIM 2.0 provisioning server and corporate directory")]
+#[command(
+    name = "scimd",
+    version,
+    about = "Multi-tenant SCIM 2.0 provisioning server and corporate directory"
+)]
 pub struct Cli {
     /// Database URL: sqlite://<file> or postgres://user:password@host/db [env: SCIMD_DATABASE_URL]
     #[arg(long, global = true)]
@@ -89,7 +93,8 @@ pub fn parse_duration_millis(text: &str) -> std::result::Result<i64, String> {
     let text = text.trim();
     let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(unit_at);
-    let amount: i64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as 90d, 12h or 30m"))?;
+    let amount: i64 =
+        number.parse().map_err(|_| format!("'{text}' is not a duration such as 90d, 12h or 30m"))?;
     let unit_millis: i64 = match unit {
         "s" => 1_000,
         "m" => 60_000,
@@ -105,7 +110,8 @@ pub fn parse_duration_millis(text: &str) -> std::result::Result<i64, String> {
 }
 
 pub fn load_config(cli: &Cli) -> Result<Config> {
-    let explicit = std::env::var_os("SCIMD_CONFIG").is_some() || cli.config.as_path() != std::path::Path::new("config/default.toml");
+    let explicit = std::env::var_os("SCIMD_CONFIG").is_some()
+        || cli.config.as_path() != std::path::Path::new("config/default.toml");
     let bind = match &cli.command {
         Command::Serve(args) => args.bind.clone(),
         _ => None,
@@ -149,7 +155,10 @@ fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
             let name = name.unwrap_or_else(|| slug.clone());
             let created = store.write_now(|conn, _| directories::insert(conn, &slug, &name))?;
             println!("{}", created.slug);
-            eprintln!("created directory '{}' (id {}); issue a key with: scimd key issue {}", created.slug, created.id, created.slug);
+            eprintln!(
+                "created directory '{}' (id {}); issue a key with: scimd key issue {}",
+                created.slug, created.id, created.slug
+            );
         }
         DirectoryCommand::List => {
             let all = store.read_now(|conn, _| directories::list(conn))?;
@@ -178,7 +187,10 @@ fn key(store: &Store, command: KeyCommand) -> Result<()> {
                 let found = directories::get_by_slug(conn, &directory)?;
                 keys::list(conn, &found.id)
             })?;
-            println!("{:<36} {:<20} {:<24} {:<24} {:<8} NAME", "ID", "PREFIX", "CREATED", "EXPIRES", "STATUS");
+            println!(
+                "{:<36} {:<20} {:<24} {:<24} {:<8} NAME",
+                "ID", "PREFIX", "CREATED", "EXPIRES", "STATUS"
+            );
             let now = now_millis();
             for k in all {
                 let status = if k.revoked_at.is_some() {
@@ -189,7 +201,15 @@ fn key(store: &Store, command: KeyCommand) -> Result<()> {
                     "active"
                 };
                 let expires = k.expires_at.map_or_else(|| "never".to_string(), format_millis);
-                println!("{:<36} {:<20} {:<24} {:<24} {:<8} {}", k.id, k.prefix, format_millis(k.created_at), expires, status, k.name);
+                println!(
+                    "{:<36} {:<20} {:<24} {:<24} {:<8} {}",
+                    k.id,
+                    k.prefix,
+                    format_millis(k.created_at),
+                    expires,
+                    status,
+                    k.name
+                );
             }
         }
         KeyCommand::Revoke { key_id } => {
@@ -216,7 +236,10 @@ fn bootstrap(store: &Store, base_url: &str) -> Result<()> {
         Err(other) => return Err(other),
     };
     if let Some(issued) = issued {
-        println!("Created directory 'default'. Its key is shown only this once:\n\n  {}\n", issued.token.secret);
+        println!(
+            "Created directory 'default'. Its key is shown only this once:\n\n  {}\n",
+            issued.token.secret
+        );
         println!("Try: curl -H 'Authorization: Bearer {}' {base_url}/scim/v2/Users\n", issued.token.secret);
     }
     Ok(())
@@ -228,7 +251,8 @@ fn serve(config: Config) -> Result<()> {
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "applied database migrations");
     }
-    let listener = TcpListener::bind(&config.bind).map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
+    let listener = TcpListener::bind(&config.bind)
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
     let bound = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
     bootstrap(&store, &config.base_url(Some(bound)))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

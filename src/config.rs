@@ -146,7 +146,10 @@ mod tests {
     fn the_shipped_default_file_matches_the_built_in_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
         let from_file: Config = Figment::from(Toml::file(&path)).extract().unwrap();
-        assert_eq!(serde_json::to_value(from_file).unwrap(), serde_json::to_value(Config::default()).unwrap());
+        assert_eq!(
+            serde_json::to_value(from_file).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
     }
 
     #[test]

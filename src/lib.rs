@@ -4,7 +4,10 @@
 //! `http/` the actix-web edge. `cli` and `config` wire them together for the binary.
 
 // Nothing a request, a file or a remote API controls may panic the server.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
 
 pub mod app;
 pub mod cli;

@@ -31,7 +31,8 @@ pub fn generate() -> IssuedToken {
     let mut bytes = [0u8; SECRET_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!("{PREFIX}{}", hex::encode(bytes));
-    let lookup = format!("{PREFIX}{}", hex::encode(bytes.iter().take(LOOKUP_BYTES).copied().collect::<Vec<u8>>()));
+    let lookup =
+        format!("{PREFIX}{}", hex::encode(bytes.iter().take(LOOKUP_BYTES).copied().collect::<Vec<u8>>()));
     let hash = hash(&secret);
     IssuedToken { secret, lookup, hash }
 }

@@ -19,7 +19,8 @@ pub struct JsonBody(pub Value);
 
 fn check_content_type(request: &HttpRequest) -> Result<(), Error> {
     let Some(value) = request.headers().get(header::CONTENT_TYPE) else { return Ok(()) };
-    let essence = value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence =
+        value.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     if essence == "application/scim+json" || essence == "application/json" {
         Ok(())
     } else {
@@ -35,7 +36,8 @@ impl FromRequest for JsonBody {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let checked = check_content_type(request);
-        let limit = request.app_data::<web::Data<AppState>>().map_or(1024 * 1024, |s| s.config.scim.max_body_bytes);
+        let limit =
+            request.app_data::<web::Data<AppState>>().map_or(1024 * 1024, |s| s.config.scim.max_body_bytes);
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -44,13 +46,15 @@ impl FromRequest for JsonBody {
         let mut payload = payload.take();
         Box::pin(async move {
             checked?;
-            let too_large = || Error::PayloadTooLarge(format!("the body is larger than the limit of {limit} bytes"));
+            let too_large =
+                || Error::PayloadTooLarge(format!("the body is larger than the limit of {limit} bytes"));
             if declared.is_some_and(|length| length > limit) {
                 return Err(too_large());
             }
             let mut bytes = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| Error::InvalidSyntax(format!("the body could not be read: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| Error::InvalidSyntax(format!("the body could not be read: {e}")))?;
                 if bytes.len() + chunk.len() > limit {
                     return Err(too_large());
                 }

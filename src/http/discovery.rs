@@ -30,7 +30,10 @@ fn located(mut document: Value, base_url: &str) -> Value {
     document
 }
 
-pub async fn service_provider_config(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse> {
+pub async fn service_provider_config(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse> {
     refuse_filter(&request)?;
     let mut document = located(state.registry().documents.service_provider_config.clone(), &state.base_url);
     if let Some(max) = document.pointer_mut("/filter/maxResults") {
@@ -41,12 +44,23 @@ pub async fn service_provider_config(state: web::Data<AppState>, request: HttpRe
 
 pub async fn resource_types(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse> {
     refuse_filter(&request)?;
-    let all: Vec<Value> = state.registry().documents.resource_types.iter().map(|d| located(d.clone(), &state.base_url)).collect();
+    let all: Vec<Value> = state
+        .registry()
+        .documents
+        .resource_types
+        .iter()
+        .map(|d| located(d.clone(), &state.base_url))
+        .collect();
     Ok(scim(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
 }
 
 pub async fn resource_type(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    let found = state.registry().documents.resource_types.iter().find(|d| d["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&name)));
+    let found = state
+        .registry()
+        .documents
+        .resource_types
+        .iter()
+        .find(|d| d["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&name)));
     match found {
         Some(document) => Ok(scim(StatusCode::OK, &located(document.clone(), &state.base_url))),
         None => Err(Error::NotFound(format!("no resource type '{name}'; see /scim/v2/ResourceTypes"))),
@@ -55,12 +69,18 @@ pub async fn resource_type(state: web::Data<AppState>, name: web::Path<String>) 
 
 pub async fn schemas(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse> {
     refuse_filter(&request)?;
-    let all: Vec<Value> = state.registry().documents.schemas.iter().map(|d| located(d.clone(), &state.base_url)).collect();
+    let all: Vec<Value> =
+        state.registry().documents.schemas.iter().map(|d| located(d.clone(), &state.base_url)).collect();
     Ok(scim(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
 }
 
 pub async fn schema(state: web::Data<AppState>, urn: web::Path<String>) -> Result<HttpResponse> {
-    let found = state.registry().documents.schemas.iter().find(|d| d["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&urn)));
+    let found = state
+        .registry()
+        .documents
+        .schemas
+        .iter()
+        .find(|d| d["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&urn)));
     match found {
         Some(document) => Ok(scim(StatusCode::OK, &located(document.clone(), &state.base_url))),
         None => Err(Error::NotFound(format!("no schema '{urn}'; see /scim/v2/Schemas"))),

@@ -46,7 +46,9 @@ impl ResponseError for Error {
             // The cause stays in the log; the client gets the id to quote.
             tracing::error!(error = %self, "request failed");
             match self {
-                Error::Unavailable(_) => format!("the service is temporarily unavailable; retry later (request id {request_id})"),
+                Error::Unavailable(_) => {
+                    format!("the service is temporarily unavailable; retry later (request id {request_id})")
+                }
                 _ => format!("internal error; quote request id {request_id} to the operator"),
             }
         } else {

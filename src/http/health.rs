@@ -16,7 +16,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "detail": "the database does not answer"}))
+            HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "detail": "the database does not answer"}))
         }
     }
 }

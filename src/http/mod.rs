@@ -29,7 +29,10 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .service(
             web::scope("/scim/v2")
-                .service(only_get("/ServiceProviderConfig", web::get().to(discovery::service_provider_config)))
+                .service(only_get(
+                    "/ServiceProviderConfig",
+                    web::get().to(discovery::service_provider_config),
+                ))
                 .service(only_get("/ResourceTypes", web::get().to(discovery::resource_types)))
                 .service(only_get("/ResourceTypes/{name}", web::get().to(discovery::resource_type)))
                 .service(only_get("/Schemas", web::get().to(discovery::schemas)))
@@ -53,8 +56,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         .route(web::delete().to(users::delete))
                         .default_service(web::to(method_not_allowed)),
                 )
-                .route("/Bulk", web::to(|| not_implemented("bulk operations are not supported (bulk.supported is false)")))
-                .route("/Me", web::to(|| not_implemented("/Me is not supported: a key belongs to a directory, not a person")))
+                .route(
+                    "/Bulk",
+                    web::to(|| {
+                        not_implemented("bulk operations are not supported (bulk.supported is false)")
+                    }),
+                )
+                .route(
+                    "/Me",
+                    web::to(|| {
+                        not_implemented("/Me is not supported: a key belongs to a directory, not a person")
+                    }),
+                )
                 .route("/Groups", web::to(|| not_implemented("Groups are not implemented yet")))
                 .route("/Groups/{tail:.*}", web::to(|| not_implemented("Groups are not implemented yet"))),
         )
@@ -85,7 +98,11 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let incoming = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|v| is_sane_request_id(v));
+    let incoming = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane_request_id(v));
     let id = incoming.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     request.extensions_mut().insert(RequestId(id.clone()));
     let response = service.call(request);
@@ -99,12 +116,16 @@ where
 }
 
 fn is_sane_request_id(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// A SCIM JSON response.
 pub fn scim(status: StatusCode, body: &Value) -> HttpResponse {
-    HttpResponse::build(status).insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE)).body(body.to_string())
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, SCIM_CONTENT_TYPE))
+        .body(body.to_string())
 }
 
 async fn not_found() -> Result<HttpResponse, Error> {

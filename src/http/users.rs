@@ -45,7 +45,12 @@ fn render(state: &AppState, record: &UserRecord, projection: &Projection) -> Val
     Value::Object(projection::project(schema, full, &projection.attributes, &projection.excluded))
 }
 
-fn single(state: &AppState, status: StatusCode, record: &UserRecord, projection: &Projection) -> HttpResponse {
+fn single(
+    state: &AppState,
+    status: StatusCode,
+    record: &UserRecord,
+    projection: &Projection,
+) -> HttpResponse {
     let mut response = scim(status, &render(state, record, projection));
     if let Ok(etag) = header::HeaderValue::from_str(&record.meta.etag()) {
         response.headers_mut().insert(header::ETAG, etag);
@@ -53,7 +58,12 @@ fn single(state: &AppState, status: StatusCode, record: &UserRecord, projection:
     response
 }
 
-pub async fn create(state: web::Data<AppState>, key: DirectoryKey, request: HttpRequest, body: JsonBody) -> Result<HttpResponse> {
+pub async fn create(
+    state: web::Data<AppState>,
+    key: DirectoryKey,
+    request: HttpRequest,
+    body: JsonBody,
+) -> Result<HttpResponse> {
     let stored = resource::normalize(&state.registry().user, &body.0)?;
     let record = state.store.create_user(key.directory, stored).await?;
     let mut response = single(&state, StatusCode::CREATED, &record, &projection_of(&request));
@@ -64,7 +74,12 @@ pub async fn create(state: web::Data<AppState>, key: DirectoryKey, request: Http
     Ok(response)
 }
 
-pub async fn get(state: web::Data<AppState>, key: DirectoryKey, request: HttpRequest, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn get(
+    state: web::Data<AppState>,
+    key: DirectoryKey,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let record = state.store.get_user(key.directory, id.into_inner()).await?;
     if let Some(tags) = header_value(&request, header::IF_NONE_MATCH) {
         if resource::if_match_admits(&tags, &record.meta) {
@@ -113,15 +128,25 @@ pub async fn patch(
     Ok(single(&state, StatusCode::OK, &record, &projection_of(&request)))
 }
 
-pub async fn delete(state: web::Data<AppState>, key: DirectoryKey, request: HttpRequest, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    key: DirectoryKey,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let if_match = header_value(&request, header::IF_MATCH);
     state.store.delete_user(key.directory, id.into_inner(), if_match).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn list(state: web::Data<AppState>, key: DirectoryKey, request: HttpRequest) -> Result<HttpResponse> {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(request.query_string().as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+pub async fn list(
+    state: web::Data<AppState>,
+    key: DirectoryKey,
+    request: HttpRequest,
+) -> Result<HttpResponse> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(request.query_string().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let list_request = ListRequest::from_query(&pairs, state.page_limits())?;
     respond_list(&state, key, list_request).await
 }
@@ -131,8 +156,15 @@ pub async fn search(state: web::Data<AppState>, key: DirectoryKey, body: JsonBod
     respond_list(&state, key, list_request).await
 }
 
-async fn respond_list(state: &AppState, key: DirectoryKey, list_request: ListRequest) -> Result<HttpResponse> {
-    let projection = Projection { attributes: list_request.attributes.clone(), excluded: list_request.excluded_attributes.clone() };
+async fn respond_list(
+    state: &AppState,
+    key: DirectoryKey,
+    list_request: ListRequest,
+) -> Result<HttpResponse> {
+    let projection = Projection {
+        attributes: list_request.attributes.clone(),
+        excluded: list_request.excluded_attributes.clone(),
+    };
     let start_index = list_request.start_index;
     let (total, records) = state.store.search_users(key.directory, list_request).await?;
     let resources = records.iter().map(|r| render(state, r, &projection)).collect();

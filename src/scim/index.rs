@@ -67,10 +67,7 @@ pub fn key(alias: &str, attr: &str, sub: Option<&str>) -> String {
 /// Per character (so the result never depends on context, unlike `str::to_lowercase` with
 /// Greek final sigma), with final sigma folded to sigma as Unicode case folding does.
 pub fn fold(text: &str) -> String {
-    text.chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| if c == 'ς' { 'σ' } else { c })
-        .collect()
+    text.chars().flat_map(char::to_lowercase).map(|c| if c == 'ς' { 'σ' } else { c }).collect()
 }
 
 /// The comparison key of a JSON value for an attribute, or None when the value is unassigned
@@ -80,19 +77,16 @@ pub fn encode(attribute: &Attribute, value: &Value) -> Option<String> {
         (AttrType::Boolean, Value::Bool(b)) => Some(b.to_string()),
         (AttrType::DateTime, Value::String(s)) => canonical_datetime(s),
         (AttrType::Integer | AttrType::Decimal, Value::Number(n)) => Some(n.to_string()),
-        (
-            AttrType::String | AttrType::Reference | AttrType::Binary,
-            Value::String(s),
-        ) => Some(if attribute.case_exact { s.clone() } else { fold(s) }),
+        (AttrType::String | AttrType::Reference | AttrType::Binary, Value::String(s)) => {
+            Some(if attribute.case_exact { s.clone() } else { fold(s) })
+        }
         _ => None,
     }
 }
 
 /// xsd:dateTime to the one UTC form scimd stores and compares: `2026-03-02T09:14:07.221Z`.
 pub fn canonical_datetime(text: &str) -> Option<String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| format_millis(t.timestamp_millis()))
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| format_millis(t.timestamp_millis()))
 }
 
 /// Epoch milliseconds to the canonical UTC dateTime text.
@@ -185,7 +179,8 @@ mod tests {
             ENTERPRISE_USER_SCHEMA: {"department": "Ops", "manager": {"value": "M-1"}}
         });
         let got = entries(&registry.user, user.as_object().unwrap());
-        let rows: Vec<(&str, i32, &str)> = got.iter().map(|e| (e.attr.as_str(), e.pos, e.value.as_str())).collect();
+        let rows: Vec<(&str, i32, &str)> =
+            got.iter().map(|e| (e.attr.as_str(), e.pos, e.value.as_str())).collect();
         assert_eq!(
             rows,
             vec![

@@ -36,7 +36,11 @@ pub struct PageLimits {
 impl ListRequest {
     /// From URL query pairs (already percent-decoded).
     pub fn from_query(pairs: &[(String, String)], limits: PageLimits) -> Result<Self> {
-        let mut request = ListRequest { start_index: 1, count: limits.default_count.min(limits.max_count), ..Default::default() };
+        let mut request = ListRequest {
+            start_index: 1,
+            count: limits.default_count.min(limits.max_count),
+            ..Default::default()
+        };
         for (name, value) in pairs {
             match name.to_ascii_lowercase().as_str() {
                 "filter" => request.filter = Some(value.clone()),
@@ -57,15 +61,24 @@ impl ListRequest {
         let Value::Object(fields) = body else {
             return Err(Error::InvalidSyntax("the search request must be a JSON object".into()));
         };
-        let mut request = ListRequest { start_index: 1, count: limits.default_count.min(limits.max_count), ..Default::default() };
+        let mut request = ListRequest {
+            start_index: 1,
+            count: limits.default_count.min(limits.max_count),
+            ..Default::default()
+        };
         for (name, value) in fields {
             let text = |what: &str| -> Result<String> {
-                value.as_str().map(str::to_string).ok_or_else(|| Error::InvalidValue(format!("'{name}' must be {what}")))
+                value
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::InvalidValue(format!("'{name}' must be {what}")))
             };
             match name.to_ascii_lowercase().as_str() {
                 "filter" => request.filter = Some(text("a filter string")?),
                 "sortby" => request.sort_by = non_empty(&text("an attribute name")?),
-                "sortorder" => request.sort_order = Some(parse_sort_order(&text("\"ascending\" or \"descending\"")?)?),
+                "sortorder" => {
+                    request.sort_order = Some(parse_sort_order(&text("\"ascending\" or \"descending\"")?)?)
+                }
                 "startindex" => request.start_index = parse_start_index(&number_text(name, value)?)?,
                 "count" => request.count = parse_count(&number_text(name, value)?, limits)?,
                 "attributes" => request.attributes = names_value(name, value)?,
@@ -86,7 +99,9 @@ fn parse_sort_order(value: &str) -> Result<SortOrder> {
     match value.trim().to_ascii_lowercase().as_str() {
         "ascending" => Ok(SortOrder::Ascending),
         "descending" => Ok(SortOrder::Descending),
-        _ => Err(Error::InvalidValue(format!("sortOrder must be \"ascending\" or \"descending\", not \"{value}\""))),
+        _ => Err(Error::InvalidValue(format!(
+            "sortOrder must be \"ascending\" or \"descending\", not \"{value}\""
+        ))),
     }
 }
 
@@ -101,8 +116,10 @@ fn parse_start_index(value: &str) -> Result<u64> {
 
 /// Negative means 0; above the maximum is clamped, not refused (RFC 7644 §3.4.2.4).
 fn parse_count(value: &str, limits: PageLimits) -> Result<u64> {
-    let parsed: i64 =
-        value.trim().parse().map_err(|_| Error::InvalidValue(format!("count must be an integer, not \"{value}\"")))?;
+    let parsed: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidValue(format!("count must be an integer, not \"{value}\"")))?;
     Ok(u64::try_from(parsed).unwrap_or(0).min(limits.max_count))
 }
 
@@ -152,7 +169,8 @@ mod tests {
     const LIMITS: PageLimits = PageLimits { default_count: 100, max_count: 200 };
 
     fn query(pairs: &[(&str, &str)]) -> Result<ListRequest> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         ListRequest::from_query(&pairs, LIMITS)
     }
 

@@ -33,6 +33,7 @@ pub struct ResolvedAttr {
     sub: Option<Attribute>,
     column: Option<Column>,
     key: String,
+    common: bool,
 }
 
 impl PartialEq for ResolvedAttr {
@@ -51,7 +52,8 @@ impl ResolvedAttr {
         };
         let prefix = schema.as_deref().map(extension_prefix).unwrap_or_default();
         let key = index::key(&prefix, &name, sub_name.as_deref());
-        ResolvedAttr { schema, attribute, sub, column, key }
+        let common = schema.is_none() && COMMON_ATTRIBUTES.iter().any(|c| c.eq_ignore_ascii_case(&name));
+        ResolvedAttr { schema, attribute, sub, column, key, common }
     }
 
     /// The extension schema URN the attribute belongs to; `None` for core and common attributes.
@@ -115,7 +117,7 @@ impl ResolvedAttr {
 
     /// `id`, `externalId` or `meta` (or a sub-attribute of `meta`).
     pub fn is_common(&self) -> bool {
-        self.schema.is_none() && common_attributes().iter().any(|a| a.name == self.attribute.name)
+        self.common
     }
 
     /// A sub-attribute of this complex attribute, by case-insensitive name.
@@ -150,7 +152,10 @@ impl ResolvedAttr {
     }
 
     /// Mutable [`ResolvedAttr::container`]; `None` when the extension object is absent.
-    pub fn container_mut<'r>(&self, resource: &'r mut Map<String, Value>) -> Option<&'r mut Map<String, Value>> {
+    pub fn container_mut<'r>(
+        &self,
+        resource: &'r mut Map<String, Value>,
+    ) -> Option<&'r mut Map<String, Value>> {
         match &self.schema {
             None => Some(resource),
             Some(urn) => resource.get_mut(urn).and_then(Value::as_object_mut),
@@ -186,6 +191,8 @@ pub fn extension_prefix(urn: &str) -> String {
         None => format!("{}:", urn.to_ascii_lowercase()),
     }
 }
+
+const COMMON_ATTRIBUTES: [&str; 3] = ["id", "externalId", "meta"];
 
 /// The attributes every resource has besides its schemas (RFC 7643 §3.1): `id`, `externalId`
 /// and `meta`. They are not in the schema documents.
@@ -236,6 +243,17 @@ pub fn resolve(schema: &ResourceSchema, path: &AttrPath) -> Result<ResolvedAttr,
     }
 }
 
+/// Resolves an attribute path written as text (`sortBy`, `attributes`): `name.givenName`,
+/// `urn:…:enterprise:2.0:User:manager.value`. A value path or a bare schema URN is an error.
+pub fn resolve_name(schema: &ResourceSchema, text: &str) -> Result<ResolvedAttr, String> {
+    let prepared = filter::Prepared::new(text);
+    match PatchPath::from_str(prepared.text()) {
+        Ok(PatchPath::Attr(path)) => resolve(schema, &prepared.restore(&path)),
+        Ok(PatchPath::Value(_)) => Err(format!("'{}' is not an attribute path", text.trim())),
+        Err(e) => Err(format!("'{}': {}", text.trim(), prepared.describe(&e))),
+    }
+}
+
 fn resolve_qualified(
     schema: &ResourceSchema,
     uri: &str,
@@ -283,6 +301,7 @@ fn common_attribute(name: &str) -> Option<Attribute> {
 
 /// What a PATCH operation's `path` designates.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one short-lived value per PATCH operation
 pub enum PatchTarget {
     /// A whole extension object, named by its schema URN (the canonical URN).
     Extension(String),
@@ -326,7 +345,8 @@ pub fn parse_patch_path(text: &str, schema: &ResourceSchema) -> Result<PatchTarg
                     "'{attr}' is not a complex attribute, so it cannot take a [filter]"
                 )));
             }
-            let filter = filter::check_value_filter(&value_path.filter, &attr, &prepared).map_err(&invalid)?;
+            let filter =
+                filter::check_value_filter(&value_path.filter, &attr, &prepared).map_err(&invalid)?;
             let sub = match &value_path.sub_attr {
                 Some(name) => Some(attr.sub_attribute(&prepared.restore_name(name)).map_err(&invalid)?),
                 None => None,
@@ -366,7 +386,13 @@ mod tests {
             ("EXTERNALID", "externalid", Some(Column::ExternalId), false, true),
             ("meta.LASTMODIFIED", "meta.lastmodified", Some(Column::LastModified), false, false),
             ("meta.created", "meta.created", Some(Column::Created), false, false),
-            ("urn:ietf:params:scim:schemas:core:2.0:User:userName", "username", Some(Column::UserName), false, false),
+            (
+                "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+                "username",
+                Some(Column::UserName),
+                false,
+                false,
+            ),
             (
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
                 "enterprise:manager.value",
@@ -408,8 +434,9 @@ mod tests {
         let schema = user();
         let emails = resolve(&schema, &parsed("emails")).unwrap();
         assert_eq!(emails.compared().unwrap().to_string(), "emails.value");
-        let manager = resolve(&schema, &parsed("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"))
-            .unwrap();
+        let manager =
+            resolve(&schema, &parsed("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"))
+                .unwrap();
         assert_eq!(manager.compared().unwrap().key(), "enterprise:manager.value");
         assert!(resolve(&schema, &parsed("name")).unwrap().compared().is_none());
         assert!(resolve(&schema, &parsed("addresses")).unwrap().compared().is_none());
@@ -425,8 +452,14 @@ mod tests {
             ("name.nosuch", "'name' has no sub-attribute 'nosuch'"),
             ("title.x", "'title' has no sub-attributes"),
             ("urn:example:Thing:title", "unknown schema 'urn:example:Thing'"),
-            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:title", "unknown attribute 'title' in schema"),
-            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "is a schema URN, not an attribute"),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:title",
+                "unknown attribute 'title' in schema",
+            ),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+                "is a schema URN, not an attribute",
+            ),
         ];
         for (text, expected) in cases {
             let error = resolve(&schema, &parsed(text)).unwrap_err();
@@ -437,7 +470,8 @@ mod tests {
     #[test]
     fn patch_paths_resolve_to_targets() {
         let schema = user();
-        let target = parse_patch_path("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user", &schema).unwrap();
+        let target =
+            parse_patch_path("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user", &schema).unwrap();
         assert_eq!(target, PatchTarget::Extension(ENTERPRISE_USER_SCHEMA.to_string()));
 
         let PatchTarget::Attribute(attr) = parse_patch_path("Name.FamilyName", &schema).unwrap() else {

@@ -69,7 +69,8 @@ pub fn project(
                     unwanted.iter().any(|n| n.extension.as_deref() == Some(key.as_str()) && n.attr.is_none());
                 !excluded_whole
                     && !body.is_empty()
-                    && (wanted.is_empty() || wanted.iter().any(|n| n.extension.as_deref() == Some(key.as_str())))
+                    && (wanted.is_empty()
+                        || wanted.iter().any(|n| n.extension.as_deref() == Some(key.as_str())))
             }
             None => {
                 let attribute = schema.core.attribute(&key);
@@ -94,7 +95,8 @@ fn project_object(
     wanted: &[Name],
     unwanted: &[Name],
 ) {
-    let extension_named_whole = wanted.iter().any(|n| n.extension.as_deref() == extension && n.attr.is_none());
+    let extension_named_whole =
+        wanted.iter().any(|n| n.extension.as_deref() == extension && n.attr.is_none());
     let wanted_here: Vec<Name> = if extension_named_whole {
         Vec::new()
     } else {
@@ -127,8 +129,7 @@ fn keep_attribute(
     if returned == Returned::Never {
         return false;
     }
-    let matches_name =
-        |n: &&Name| n.extension.as_deref() == extension && n.attr.as_deref() == Some(name);
+    let matches_name = |n: &&Name| n.extension.as_deref() == extension && n.attr.as_deref() == Some(name);
     let named: Vec<&Name> = wanted.iter().filter(matches_name).collect();
     if returned == Returned::Always {
         return true;
@@ -214,7 +215,14 @@ mod tests {
 
     #[test]
     fn attributes_keep_only_the_named_plus_id_and_schemas() {
-        let out = project_names(&["USERNAME", "name.givenName", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"], &[]);
+        let out = project_names(
+            &[
+                "USERNAME",
+                "name.givenName",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            ],
+            &[],
+        );
         assert_eq!(
             out,
             json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_USER_SCHEMA],
@@ -225,7 +233,10 @@ mod tests {
 
     #[test]
     fn excluded_attributes_cannot_remove_id() {
-        let out = project_names(&[], &["id", "emails", "name.familyName", "meta", "nosuch", ENTERPRISE_USER_SCHEMA]);
+        let out = project_names(
+            &[],
+            &["id", "emails", "name.familyName", "meta", "nosuch", ENTERPRISE_USER_SCHEMA],
+        );
         assert_eq!(out["id"], "u1");
         assert!(out.get("emails").is_none() && out.get("meta").is_none());
         assert_eq!(out["name"], json!({"givenName": "Ann"}));

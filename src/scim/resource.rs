@@ -48,7 +48,9 @@ pub fn normalize(schema: &ResourceSchema, body: &Value) -> Result<Stored> {
     check_schemas_member(schema, fields)?;
     let mut stored = Map::new();
     for (key, value) in fields {
-        if key.eq_ignore_ascii_case("schemas") || key.eq_ignore_ascii_case("id") || key.eq_ignore_ascii_case("meta")
+        if key.eq_ignore_ascii_case("schemas")
+            || key.eq_ignore_ascii_case("id")
+            || key.eq_ignore_ascii_case("meta")
         {
             // `schemas` is recomputed on output; `id` and `meta` are the server's (clients echo them).
             continue;
@@ -101,7 +103,10 @@ fn check_schemas_member(schema: &ResourceSchema, fields: &Map<String, Value>) ->
     if has_core {
         Ok(())
     } else {
-        Err(Error::InvalidValue(format!("\"schemas\" must include \"{core}\" for a {}", schema.kind.as_str())))
+        Err(Error::InvalidValue(format!(
+            "\"schemas\" must include \"{core}\" for a {}",
+            schema.kind.as_str()
+        )))
     }
 }
 
@@ -329,14 +334,26 @@ mod tests {
             (json!([]), "JSON object"),
             (json!({"userName": "a"}), "\"schemas\""),
             (json!({"schemas": "x", "userName": "a"}), "array"),
-            (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}), "must include"),
+            (
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}),
+                "must include",
+            ),
             (json!({"schemas": [USER_SCHEMA]}), "'userName' is required"),
             (json!({"schemas": [USER_SCHEMA], "userName": "  "}), "'userName' is required"),
             (json!({"schemas": [USER_SCHEMA], "userName": 7}), "'userName' must be a string"),
-            (json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "maybe"}), "'active' must be a boolean"),
-            (json!({"schemas": [USER_SCHEMA], "userName": "a", "emails": {"value": "x"}}), "must be an array"),
+            (
+                json!({"schemas": [USER_SCHEMA], "userName": "a", "active": "maybe"}),
+                "'active' must be a boolean",
+            ),
+            (
+                json!({"schemas": [USER_SCHEMA], "userName": "a", "emails": {"value": "x"}}),
+                "must be an array",
+            ),
             (json!({"schemas": [USER_SCHEMA], "userName": "a", "name": "Ann"}), "'name' must be an object"),
-            (json!({"schemas": [USER_SCHEMA], "userName": "a", "password": 5}), "'password' must be a string"),
+            (
+                json!({"schemas": [USER_SCHEMA], "userName": "a", "password": 5}),
+                "'password' must be a string",
+            ),
         ];
         for (body, expected) in cases {
             let error = user(body.clone()).unwrap_err().to_string();

@@ -145,9 +145,7 @@ pub struct ResourceSchema {
 impl ResourceSchema {
     /// The schema with this URN (case-insensitive), core or extension.
     pub fn schema(&self, urn: &str) -> Option<&Schema> {
-        std::iter::once(&self.core)
-            .chain(self.extensions.iter())
-            .find(|s| s.id.eq_ignore_ascii_case(urn))
+        std::iter::once(&self.core).chain(self.extensions.iter()).find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 
     pub fn all_schemas(&self) -> impl Iterator<Item = &Schema> {

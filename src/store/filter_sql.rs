@@ -1,1 +1,823 @@
-//! (being written)
+//! Typed filters ([`crate::scim::filter::Filter`]) compiled to SQL that runs on indexes.
+//!
+//! The result is a boolean SQL expression over `users` (the `WHERE` clause after
+//! `users.directory_id = <dir>`), as SQL text and binds in order ([`SqlFragment`]). Attributes
+//! with a column compare on it (`users.user_name_folded = ?`); every other attribute is an
+//! `IN` subquery on `user_values (directory_id, attr, value)`, so both SQLite and PostgreSQL
+//! drive from that index; value paths quantify over an element's marker row and find its
+//! sub-attributes through `user_values (user_id, attr, pos)`. Every piece is two-valued (nullable
+//! columns are guarded), so `NOT` is exact; the semantics are those of
+//! [`crate::scim::filter::matches`], which a property test holds equal.
+//!
+//! Text compares bytewise on both backends (SQLite's default, PostgreSQL `COLLATE "C"`).
+//! `LIKE` is never used: SQLite's is ASCII-case-insensitive, which would break `caseExact`.
+
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{BigInt, Bool, Integer, Text};
+use serde_json::{Map, Value};
+
+use super::conn::{Backend, DbConn};
+use crate::scim::filter::{self, CompareOp, Filter, Operand, SchemaRef, ValueFilter};
+use crate::scim::index::Column;
+use crate::scim::path::{self, ResolvedAttr};
+use crate::scim::schema::ResourceKind;
+
+/// The diesel backend of [`DbConn`].
+pub type Db = <DbConn as diesel::Connection>::Backend;
+
+/// A piece of SQL: text, or a bind parameter. Text never contains placeholders; [`apply`] writes
+/// one per bind, in the backend's syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlPart {
+    Sql(String),
+    Text(String),
+    Int(i32),
+    BigInt(i64),
+    Bool(bool),
+}
+
+/// SQL text with its binds, in order, for one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlFragment {
+    pub backend: Backend,
+    pub parts: Vec<SqlPart>,
+}
+
+impl SqlFragment {
+    pub fn new(backend: Backend) -> Self {
+        SqlFragment { backend, parts: Vec::new() }
+    }
+
+    /// Appends SQL text (without placeholders).
+    pub fn push_sql(&mut self, sql: &str) {
+        match self.parts.last_mut() {
+            Some(SqlPart::Sql(last)) => last.push_str(sql),
+            _ => self.parts.push(SqlPart::Sql(sql.to_string())),
+        }
+    }
+
+    /// Appends a bind parameter (any part but [`SqlPart::Sql`]) or text.
+    pub fn push(&mut self, part: SqlPart) {
+        match part {
+            SqlPart::Sql(sql) => self.push_sql(&sql),
+            bind => self.parts.push(bind),
+        }
+    }
+
+    /// Appends another fragment.
+    pub fn append(&mut self, other: SqlFragment) {
+        other.parts.into_iter().for_each(|part| self.push(part));
+    }
+
+    /// The SQL with `?` for every bind, for tests and logs.
+    pub fn to_debug_string(&self) -> String {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                SqlPart::Sql(sql) => sql.as_str(),
+                SqlPart::Text(_) | SqlPart::Int(_) | SqlPart::BigInt(_) | SqlPart::Bool(_) => "?",
+            })
+            .collect()
+    }
+
+    /// The SQL with the backend's placeholder for every bind: `?` on SQLite, `$1`, `$2`, ... on
+    /// PostgreSQL.
+    pub fn to_sql(&self) -> String {
+        let mut sql = String::new();
+        let mut binds = 0;
+        for part in &self.parts {
+            match (part, self.backend) {
+                (SqlPart::Sql(text), _) => sql.push_str(text),
+                (_, Backend::Sqlite) => sql.push('?'),
+                (_, Backend::Postgres) => {
+                    binds += 1;
+                    sql.push_str(&format!("${binds}"));
+                }
+            }
+        }
+        sql
+    }
+
+    /// The bind values, for tests and logs.
+    pub fn binds(&self) -> impl Iterator<Item = &SqlPart> {
+        self.parts.iter().filter(|part| !matches!(part, SqlPart::Sql(_)))
+    }
+}
+
+/// Appends a fragment to a boxed raw query: its SQL with a placeholder per bind (see
+/// [`SqlFragment::to_sql`]), then its binds. PostgreSQL numbers placeholders across the whole
+/// statement, so the query must have no binds of its own: put them in the fragment instead, e.g.
+///
+/// ```ignore
+/// let mut sql = SqlFragment::new(backend);
+/// sql.push_sql("SELECT users.id FROM users WHERE users.directory_id = ");
+/// sql.push(SqlPart::Text(directory_id.to_string()));
+/// sql.push_sql(" AND (");
+/// sql.append(filter_sql::compile(&filter, directory_id, backend));
+/// sql.push_sql(")");
+/// let rows = filter_sql::apply(sql, diesel::sql_query("").into_boxed()).load::<IdRow>(conn)?;
+/// ```
+pub fn apply<'f>(
+    fragment: SqlFragment,
+    query: BoxedSqlQuery<'f, Db, SqlQuery>,
+) -> BoxedSqlQuery<'f, Db, SqlQuery> {
+    let query = query.sql(fragment.to_sql());
+    fragment.parts.into_iter().fold(query, |query, part| match part {
+        SqlPart::Sql(_) => query,
+        SqlPart::Text(value) => query.bind::<Text, _>(value),
+        SqlPart::Int(value) => query.bind::<Integer, _>(value),
+        SqlPart::BigInt(value) => query.bind::<BigInt, _>(value),
+        SqlPart::Bool(value) => query.bind::<Bool, _>(value),
+    })
+}
+
+/// Compiles a User filter to a boolean SQL expression over `users`, for the directory
+/// `directory_id` (bound in every value subquery, so the `user_values` index applies).
+pub fn compile(filter: &Filter, directory_id: &str, backend: Backend) -> SqlFragment {
+    let mut compiler = Compiler { out: SqlFragment::new(backend), directory_id, aliases: 0 };
+    compiler.filter(filter);
+    compiler.out
+}
+
+struct Compiler<'a> {
+    out: SqlFragment,
+    directory_id: &'a str,
+    aliases: usize,
+}
+
+impl Compiler<'_> {
+    fn sql(&mut self, sql: &str) {
+        self.out.push_sql(sql);
+    }
+
+    fn text(&mut self, value: impl Into<String>) {
+        self.out.push(SqlPart::Text(value.into()));
+    }
+
+    fn int(&mut self, value: usize) {
+        self.out.push(SqlPart::Int(i32::try_from(value).unwrap_or(i32::MAX)));
+    }
+
+    /// A fresh table alias: `v1`, `m2`, `s3`, ...
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    fn constant(&mut self, value: bool) {
+        self.sql(if value { "TRUE" } else { "FALSE" });
+    }
+
+    fn filter(&mut self, filter: &Filter) {
+        match filter {
+            Filter::Compare { attr, op, value } => self.compare(attr, *op, value),
+            Filter::Present(attr) => self.present(attr),
+            Filter::ValuePath { attr, filter } => self.value_path(attr, filter),
+            Filter::HasSchema(SchemaRef::Core(_)) => self.constant(true),
+            Filter::HasSchema(SchemaRef::Extension { urn, .. }) => {
+                let prefix = path::extension_prefix(urn);
+                self.any_value_in_range(&prefix);
+            }
+            Filter::Not(inner) => {
+                self.sql("NOT (");
+                self.filter(inner);
+                self.sql(")");
+            }
+            Filter::And(items) => self.join(items, " AND ", true, Self::filter),
+            Filter::Or(items) => self.join(items, " OR ", false, Self::filter),
+        }
+    }
+
+    fn join<T>(&mut self, items: &[T], separator: &str, empty: bool, mut each: impl FnMut(&mut Self, &T)) {
+        if items.is_empty() {
+            return self.constant(empty);
+        }
+        self.sql("(");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.sql(separator);
+            }
+            each(self, item);
+        }
+        self.sql(")");
+    }
+
+    fn compare(&mut self, attr: &ResolvedAttr, op: CompareOp, value: &Operand) {
+        if attr.is_common() && attr.column().is_none() {
+            // meta.resourceType: the same for every row of the table, so decide it here, with
+            // the in-memory semantics.
+            return self.constant(common_constant(attr, op, value));
+        }
+        if let Some(column) = attr.column() {
+            return self.column_compare(column, op, value);
+        }
+        let (negated, op) = positive(op);
+        let v = self.alias("v");
+        self.sql(if negated { "users.id NOT IN (" } else { "users.id IN (" });
+        self.sql(&format!("SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
+        self.text(self.directory_id);
+        self.sql(&format!(" AND {v}.attr = "));
+        self.text(attr.key());
+        self.sql(" AND ");
+        self.text_condition(&format!("{v}.value"), op, &value.key());
+        self.sql(")");
+    }
+
+    fn column_compare(&mut self, column: Column, op: CompareOp, value: &Operand) {
+        match (column, value) {
+            (Column::Active, Operand::Bool(b)) => {
+                self.sql(if op == CompareOp::Ne { "users.active <> " } else { "users.active = " });
+                self.out.push(SqlPart::Bool(*b));
+            }
+            (Column::Created, Operand::DateTime(millis)) => {
+                self.time_compare("users.created_at", op, *millis)
+            }
+            (Column::LastModified, Operand::DateTime(millis)) => {
+                self.time_compare("users.modified_at", op, *millis)
+            }
+            (Column::Id, Operand::Text(key)) => {
+                // The only compared column without the C collation on PostgreSQL: order and
+                // prefix ranges on it must still be bytewise.
+                let bytewise =
+                    self.out.backend == Backend::Postgres && (op.is_ordering() || op == CompareOp::Sw);
+                let column = if bytewise { "users.id COLLATE \"C\"" } else { "users.id" };
+                self.text_column_compare(column, false, op, key)
+            }
+            (Column::ExternalId, Operand::Text(key)) => {
+                self.text_column_compare("users.external_id", true, op, key)
+            }
+            (Column::UserName, Operand::Text(key)) => {
+                self.text_column_compare("users.user_name_folded", false, op, key)
+            }
+            (Column::DisplayName, Operand::Text(key)) => {
+                self.text_column_compare("users.display_name_folded", true, op, key)
+            }
+            // The type check rules out any other operand for these columns.
+            _ => self.constant(op == CompareOp::Ne),
+        }
+    }
+
+    fn time_compare(&mut self, column: &str, op: CompareOp, millis: i64) {
+        self.sql(&format!("{column} {} ", sql_operator(op)));
+        self.out.push(SqlPart::BigInt(millis));
+    }
+
+    /// A text column; a nullable one is guarded so the result is never NULL (`NOT` stays exact).
+    fn text_column_compare(&mut self, column: &str, nullable: bool, op: CompareOp, key: &str) {
+        match (positive(op), nullable) {
+            ((true, _), true) => {
+                self.sql(&format!("({column} IS NULL OR {column} <> "));
+                self.text(key);
+                self.sql(")");
+            }
+            ((true, _), false) => {
+                self.sql(&format!("{column} <> "));
+                self.text(key);
+            }
+            ((false, op), true) => {
+                self.sql(&format!("({column} IS NOT NULL AND "));
+                self.text_condition(column, op, key);
+                self.sql(")");
+            }
+            ((false, op), false) => self.text_condition(column, op, key),
+        }
+    }
+
+    /// `expr <op> key` for text, `op` not `ne`. `sw` is an index range plus an exact prefix
+    /// check; `ew` and `co` count characters, which `length`/`substr` do on both backends.
+    fn text_condition(&mut self, expr: &str, op: CompareOp, key: &str) {
+        let chars = key.chars().count();
+        match op {
+            CompareOp::Sw => {
+                self.sql(&format!("({expr} >= "));
+                self.text(key);
+                if let Some(upper) = prefix_upper_bound(key) {
+                    self.sql(&format!(" AND {expr} < "));
+                    self.text(upper);
+                }
+                self.sql(&format!(" AND substr({expr}, 1, "));
+                self.int(chars);
+                self.sql(") = ");
+                self.text(key);
+                self.sql(")");
+            }
+            CompareOp::Ew => {
+                self.sql(&format!("(length({expr}) >= "));
+                self.int(chars);
+                self.sql(&format!(" AND substr({expr}, length({expr}) - "));
+                self.int(chars);
+                self.sql(" + 1) = ");
+                self.text(key);
+                self.sql(")");
+            }
+            CompareOp::Co => {
+                let function = match self.out.backend {
+                    Backend::Sqlite => "instr",
+                    Backend::Postgres => "strpos",
+                };
+                self.sql(&format!("{function}({expr}, "));
+                self.text(key);
+                self.sql(") > 0");
+            }
+            CompareOp::Eq | CompareOp::Ne | CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le => {
+                self.sql(&format!("{expr} {} ", sql_operator(op)));
+                self.text(key);
+            }
+        }
+    }
+
+    fn present(&mut self, attr: &ResolvedAttr) {
+        match attr.column() {
+            Some(Column::ExternalId) => {
+                self.sql("(users.external_id IS NOT NULL AND users.external_id <> '')")
+            }
+            Some(Column::DisplayName) => {
+                self.sql("(users.display_name_folded IS NOT NULL AND users.display_name_folded <> '')")
+            }
+            Some(Column::UserName) => self.sql("users.user_name_folded <> ''"),
+            Some(Column::Id) => self.sql("users.id <> ''"),
+            Some(Column::Active | Column::Created | Column::LastModified) => self.constant(true),
+            // `meta` and `meta.resourceType` are always present.
+            None if attr.is_common() => self.constant(true),
+            None if attr.is_complex() => self.any_value_in_range(&format!("{}.", attr.key())),
+            None => {
+                let v = self.alias("v");
+                self.sql(&format!(
+                    "users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "
+                ));
+                self.text(self.directory_id);
+                self.sql(&format!(" AND {v}.attr = "));
+                self.text(attr.key());
+                self.sql(&format!(" AND {v}.value <> '')"));
+            }
+        }
+    }
+
+    /// A non-empty value under any key starting with `prefix`: every sub-attribute of a complex
+    /// attribute (`emails.`), or every attribute of an extension (`enterprise:`).
+    fn any_value_in_range(&mut self, prefix: &str) {
+        let v = self.alias("v");
+        self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
+        self.text(self.directory_id);
+        self.key_range(&v, prefix);
+        self.sql(&format!(" AND {v}.value <> '')"));
+    }
+
+    fn key_range(&mut self, alias: &str, prefix: &str) {
+        self.sql(&format!(" AND {alias}.attr >= "));
+        self.text(prefix);
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            self.sql(&format!(" AND {alias}.attr < "));
+            self.text(upper);
+        }
+    }
+
+    /// One element satisfies the inner filter. Elements of a multi-valued attribute are its
+    /// marker rows; a single-valued complex attribute is one element at position 0, found
+    /// through any of its sub-attribute rows.
+    fn value_path(&mut self, attr: &ResolvedAttr, filter: &ValueFilter) {
+        let m = self.alias("m");
+        self.sql(&format!("users.id IN (SELECT {m}.user_id FROM user_values {m} WHERE {m}.directory_id = "));
+        self.text(self.directory_id);
+        if attr.is_multi_valued() {
+            self.sql(&format!(" AND {m}.attr = "));
+            self.text(attr.key());
+        } else {
+            self.key_range(&m, &format!("{}.", attr.key()));
+        }
+        self.sql(" AND ");
+        self.value_filter(filter, &m);
+        self.sql(")");
+    }
+
+    fn value_filter(&mut self, filter: &ValueFilter, element: &str) {
+        match filter {
+            ValueFilter::Compare { attr, op, value } => {
+                let (negated, op) = positive(*op);
+                let s = self.sub_value(attr, element, negated);
+                self.text_condition(&format!("{s}.value"), op, &value.key());
+                self.sql(")");
+            }
+            ValueFilter::Present(attr) => {
+                let s = self.sub_value(attr, element, false);
+                self.sql(&format!("{s}.value <> '')"));
+            }
+            ValueFilter::Not(inner) => {
+                self.sql("NOT (");
+                self.value_filter(inner, element);
+                self.sql(")");
+            }
+            ValueFilter::And(items) => self.join(items, " AND ", true, |c, f| c.value_filter(f, element)),
+            ValueFilter::Or(items) => self.join(items, " OR ", false, |c, f| c.value_filter(f, element)),
+        }
+    }
+
+    /// Opens `[NOT] EXISTS (... s.value` for a sub-attribute of the element `element`; the
+    /// caller writes the condition on `s.value` and the closing parenthesis.
+    fn sub_value(&mut self, attr: &ResolvedAttr, element: &str, negated: bool) -> String {
+        let s = self.alias("s");
+        self.sql(if negated { "NOT EXISTS (" } else { "EXISTS (" });
+        self.sql(&format!(
+            "SELECT 1 FROM user_values {s} WHERE {s}.user_id = {element}.user_id AND {s}.attr = "
+        ));
+        self.text(attr.key());
+        self.sql(&format!(" AND {s}.pos = {element}.pos AND "));
+        s
+    }
+}
+
+/// `ne` is `not eq`: (negated, positive operator).
+fn positive(op: CompareOp) -> (bool, CompareOp) {
+    match op {
+        CompareOp::Ne => (true, CompareOp::Eq),
+        op => (false, op),
+    }
+}
+
+fn sql_operator(op: CompareOp) -> &'static str {
+    match op {
+        CompareOp::Eq => "=",
+        CompareOp::Ne => "<>",
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+        // Not comparison operators; text_condition handles them.
+        CompareOp::Co | CompareOp::Sw | CompareOp::Ew => "=",
+    }
+}
+
+/// A common attribute without a column (`meta.resourceType`) has the same value in every row:
+/// evaluate the comparison in memory.
+fn common_constant(attr: &ResolvedAttr, op: CompareOp, value: &Operand) -> bool {
+    let mut meta = Map::new();
+    meta.insert("resourceType".into(), Value::String(ResourceKind::User.as_str().into()));
+    let mut resource = Map::new();
+    resource.insert("meta".into(), Value::Object(meta));
+    let leaf = Filter::Compare { attr: attr.clone(), op, value: value.clone() };
+    filter::matches(&leaf, &resource)
+}
+
+/// The least string greater than every string starting with `prefix` (bytewise, which is code
+/// point order in UTF-8), or None if there is none. Exact, unlike `prefix || U+10FFFF`, which
+/// misses values continuing with U+10FFFF.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::scim::filter::strategies;
+    use crate::scim::index;
+    use crate::scim::schema::{Registry, ResourceSchema};
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use std::collections::BTreeSet;
+
+    fn user() -> ResourceSchema {
+        Registry::load().unwrap().user
+    }
+
+    fn sql(text: &str, backend: Backend) -> SqlFragment {
+        compile(&filter::parse(text, &user()).unwrap(), "d1", backend)
+    }
+
+    #[test]
+    fn golden_sql_for_representative_filters() {
+        let cases = [
+            (r#"userName eq "Alice""#, "users.user_name_folded = ?"),
+            (r#"userName ne "Alice""#, "users.user_name_folded <> ?"),
+            (
+                r#"externalId sw "A""#,
+                "(users.external_id IS NOT NULL AND (users.external_id >= ? AND users.external_id < ? AND \
+                 substr(users.external_id, 1, ?) = ?))",
+            ),
+            (r#"externalId ne "x""#, "(users.external_id IS NULL OR users.external_id <> ?)"),
+            (r#"externalId eq "x""#, "(users.external_id IS NOT NULL AND users.external_id = ?)"),
+            ("displayName pr", "(users.display_name_folded IS NOT NULL AND users.display_name_folded <> '')"),
+            ("active eq false", "users.active = ?"),
+            (r#"meta.lastModified gt "2026-01-01T00:00:00Z""#, "users.modified_at > ?"),
+            (r#"meta.resourceType eq "User""#, "TRUE"),
+            (r#"meta.resourceType eq "Group""#, "FALSE"),
+            (
+                r#"title eq "Boss""#,
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr = ? \
+                 AND v1.value = ?)",
+            ),
+            (
+                r#"title ne "Boss""#,
+                "users.id NOT IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND \
+                 v1.attr = ? AND v1.value = ?)",
+            ),
+            (
+                r#"emails sw "a""#,
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr = ? \
+                 AND (v1.value >= ? AND v1.value < ? AND substr(v1.value, 1, ?) = ?))",
+            ),
+            (
+                r#"userName ew "@x.com""#,
+                "(length(users.user_name_folded) >= ? AND substr(users.user_name_folded, \
+                 length(users.user_name_folded) - ? + 1) = ?)",
+            ),
+            (
+                "emails pr",
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr >= ? \
+                 AND v1.attr < ? AND v1.value <> '')",
+            ),
+            (
+                r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#,
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr >= ? \
+                 AND v1.attr < ? AND v1.value <> '')",
+            ),
+            (
+                r#"emails[type eq "work" and not (value co "x")] or title pr"#,
+                "(users.id IN (SELECT m1.user_id FROM user_values m1 WHERE m1.directory_id = ? AND m1.attr = ? \
+                 AND (EXISTS (SELECT 1 FROM user_values s2 WHERE s2.user_id = m1.user_id AND s2.attr = ? AND \
+                 s2.pos = m1.pos AND s2.value = ?) AND NOT (EXISTS (SELECT 1 FROM user_values s3 WHERE \
+                 s3.user_id = m1.user_id AND s3.attr = ? AND s3.pos = m1.pos AND instr(s3.value, ?) > 0)))) OR \
+                 users.id IN (SELECT v4.user_id FROM user_values v4 WHERE v4.directory_id = ? AND v4.attr = ? AND \
+                 v4.value <> ''))",
+            ),
+            (
+                r#"name[givenName ne "x"]"#,
+                "users.id IN (SELECT m1.user_id FROM user_values m1 WHERE m1.directory_id = ? AND m1.attr >= ? \
+                 AND m1.attr < ? AND NOT EXISTS (SELECT 1 FROM user_values s2 WHERE s2.user_id = m1.user_id AND \
+                 s2.attr = ? AND s2.pos = m1.pos AND s2.value = ?))",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(sql(text, Backend::Sqlite).to_debug_string(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn binds_carry_encoded_operands_and_index_keys() {
+        let fragment = sql(
+            r#"emails[type eq "Work"] and active eq true and meta.created lt "2026-01-01T01:00:00+01:00""#,
+            Backend::Sqlite,
+        );
+        let binds: Vec<&SqlPart> = fragment.binds().collect();
+        assert_eq!(
+            binds,
+            vec![
+                &SqlPart::Text("d1".into()),
+                &SqlPart::Text("emails".into()),
+                &SqlPart::Text("emails.type".into()),
+                &SqlPart::Text("work".into()),
+                &SqlPart::Bool(true),
+                &SqlPart::BigInt(1_767_225_600_000),
+            ]
+        );
+        let sw = sql(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department sw "Ops""#,
+            Backend::Sqlite,
+        );
+        let binds: Vec<&SqlPart> = sw.binds().collect();
+        assert_eq!(
+            binds,
+            vec![
+                &SqlPart::Text("d1".into()),
+                &SqlPart::Text("enterprise:department".into()),
+                &SqlPart::Text("ops".into()),
+                &SqlPart::Text("opt".into()),
+                &SqlPart::Int(3),
+                &SqlPart::Text("ops".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_uses_strpos_and_bytewise_ranges_on_ids() {
+        assert_eq!(
+            sql(r#"userName co "x""#, Backend::Postgres).to_debug_string(),
+            "strpos(users.user_name_folded, ?) > 0"
+        );
+        assert_eq!(sql(r#"id gt "a""#, Backend::Postgres).to_debug_string(), "users.id COLLATE \"C\" > ?");
+        assert_eq!(sql(r#"id eq "a""#, Backend::Postgres).to_debug_string(), "users.id = ?");
+        assert_eq!(sql(r#"id gt "a""#, Backend::Sqlite).to_debug_string(), "users.id > ?");
+    }
+
+    #[test]
+    fn prefix_upper_bounds_are_the_least_greater_strings() {
+        assert_eq!(prefix_upper_bound("ab"), Some("ac".into()));
+        assert_eq!(prefix_upper_bound("enterprise:"), Some("enterprise;".into()));
+        assert_eq!(prefix_upper_bound("a\u{D7FF}"), Some("a\u{E000}".into()));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}"), Some("b".into()));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let mut fragment = SqlFragment::new(Backend::Postgres);
+        fragment.push_sql("SELECT 1 WHERE ");
+        fragment.append(sql(r#"userName eq "a" and title eq "b""#, Backend::Postgres));
+        let debug = fragment.to_sql();
+        assert!(
+            debug.starts_with("SELECT 1 WHERE (users.user_name_folded = $1 AND users.id IN (SELECT"),
+            "{debug}"
+        );
+        assert!(debug.contains("v1.directory_id = $2 AND v1.attr = $3 AND v1.value = $4)"), "{debug}");
+    }
+
+    // --- compile agrees with matches, on a real database. ---
+
+    #[derive(QueryableByName)]
+    struct IdRow {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+
+    struct Fixture {
+        conn: DbConn,
+        backend: Backend,
+        schema: ResourceSchema,
+    }
+
+    impl Fixture {
+        fn sqlite(path: &std::path::Path) -> Fixture {
+            let conn = diesel::sqlite::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            Fixture::migrated(DbConn::Sqlite(conn), Backend::Sqlite)
+        }
+
+        fn migrated(mut conn: DbConn, backend: Backend) -> Fixture {
+            crate::store::migrate::run_pending(&mut conn).unwrap();
+            diesel::sql_query("DELETE FROM directories WHERE id = 'd1'").execute(&mut conn).unwrap();
+            let mut insert = SqlFragment::new(backend);
+            insert.push_sql("INSERT INTO directories (id, slug, name, created_at) VALUES (");
+            for (i, part) in [
+                SqlPart::Text("d1".into()),
+                SqlPart::Text("d1".into()),
+                SqlPart::Text("D1".into()),
+                SqlPart::BigInt(0),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                insert.push_sql(if i == 0 { "" } else { ", " });
+                insert.push(part);
+            }
+            insert.push_sql(")");
+            apply(insert, diesel::sql_query("").into_boxed()).execute(&mut conn).unwrap();
+            Fixture { conn, backend, schema: user() }
+        }
+
+        fn execute(&mut self, parts: Vec<SqlPart>) {
+            let fragment = SqlFragment { backend: self.backend, parts };
+            apply(fragment, diesel::sql_query("").into_boxed()).execute(&mut self.conn).unwrap();
+        }
+
+        /// Stores users as the store does, and returns them rendered (with id and meta).
+        fn replace_users(&mut self, users: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
+            // One transaction per case: a commit per row would dominate the test's time.
+            self.conn.batch_execute("BEGIN").unwrap();
+            for table in ["user_values", "users"] {
+                diesel::sql_query(format!("DELETE FROM {table} WHERE directory_id = 'd1'"))
+                    .execute(&mut self.conn)
+                    .unwrap();
+            }
+            let mut rendered = Vec::new();
+            for (i, mut user) in users.into_iter().enumerate() {
+                let id = format!("u{i}");
+                let created = 1_700_000_000_000 + i64::try_from(i).unwrap() * 1_000;
+                let modified = 1_700_000_005_000 - i64::try_from(i).unwrap() * 1_000;
+                // userName is unique per directory: make it so without changing its case.
+                let user_name = format!("{}{i}", user["userName"].as_str().unwrap());
+                user.insert("userName".into(), user_name.clone().into());
+                let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+                let external_id = text(user.get("externalId"));
+                let display_name = text(user.get("displayName")).map(|d| index::fold(&d));
+                let active = user["active"].as_bool().unwrap();
+                let nullable = |v: Option<String>| match v {
+                    Some(v) => SqlPart::Text(v),
+                    None => SqlPart::Sql("NULL".into()),
+                };
+                let mut parts = vec![SqlPart::Sql(
+                    "INSERT INTO users (id, directory_id, user_name, user_name_folded, external_id, \
+                     display_name_folded, active, data, created_at, modified_at, version) VALUES ("
+                        .into(),
+                )];
+                for (j, part) in [
+                    SqlPart::Text(id.clone()),
+                    SqlPart::Text("d1".into()),
+                    SqlPart::Text(user_name.clone()),
+                    SqlPart::Text(index::fold(&user_name)),
+                    nullable(external_id),
+                    nullable(display_name),
+                    SqlPart::Bool(active),
+                    SqlPart::Text("{}".into()),
+                    SqlPart::BigInt(created),
+                    SqlPart::BigInt(modified),
+                    SqlPart::BigInt(1),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    parts.push(SqlPart::Sql(if j == 0 { "" } else { ", " }.into()));
+                    parts.push(part);
+                }
+                parts.push(SqlPart::Sql(")".into()));
+                self.execute(parts);
+                for entry in index::entries(&self.schema, &user) {
+                    self.execute(vec![
+                        SqlPart::Sql(
+                            "INSERT INTO user_values (directory_id, user_id, attr, pos, value) VALUES ("
+                                .into(),
+                        ),
+                        SqlPart::Text("d1".into()),
+                        SqlPart::Sql(", ".into()),
+                        SqlPart::Text(id.clone()),
+                        SqlPart::Sql(", ".into()),
+                        SqlPart::Text(entry.attr),
+                        SqlPart::Sql(", ".into()),
+                        SqlPart::Int(entry.pos),
+                        SqlPart::Sql(", ".into()),
+                        SqlPart::Text(entry.value),
+                        SqlPart::Sql(")".into()),
+                    ]);
+                }
+                user.insert("id".into(), id.into());
+                user.insert(
+                    "meta".into(),
+                    serde_json::json!({
+                        "resourceType": "User",
+                        "created": index::format_millis(created),
+                        "lastModified": index::format_millis(modified),
+                    }),
+                );
+                rendered.push(user);
+            }
+            self.conn.batch_execute("COMMIT").unwrap();
+            rendered
+        }
+
+        fn select(&mut self, filter: &Filter) -> BTreeSet<String> {
+            let mut query = SqlFragment::new(self.backend);
+            query.push_sql("SELECT users.id FROM users WHERE users.directory_id = ");
+            query.push(SqlPart::Text("d1".into()));
+            query.push_sql(" AND (");
+            query.append(compile(filter, "d1", self.backend));
+            query.push_sql(")");
+            let rows: Vec<IdRow> = apply(query, diesel::sql_query("").into_boxed())
+                .load(&mut self.conn)
+                .unwrap_or_else(|e| panic!("{filter}: {e}"));
+            rows.into_iter().map(|r| r.id).collect()
+        }
+    }
+
+    fn agreement(fixture: Fixture, cases: u32) {
+        let fixture = std::cell::RefCell::new(fixture);
+        let schema = user();
+        let strategy = (
+            prop::collection::vec(strategies::user(), 0..8),
+            prop::collection::vec(strategies::filter(&schema), 1..8),
+        );
+        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        let result = runner.run(&strategy, |(users, filters)| {
+            let mut fixture = fixture.borrow_mut();
+            let rendered = fixture.replace_users(users);
+            for filter in &filters {
+                let expected: BTreeSet<String> = rendered
+                    .iter()
+                    .filter(|u| filter::matches(filter, u))
+                    .map(|u| u["id"].as_str().unwrap().to_string())
+                    .collect();
+                let got = fixture.select(filter);
+                prop_assert_eq!(&got, &expected, "filter: {}\nusers: {:#?}", filter, rendered);
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn compiled_sql_selects_exactly_the_users_matches_accepts_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        agreement(Fixture::sqlite(&dir.path().join("filter.db")), 256);
+    }
+
+    /// The same property on PostgreSQL when `SCIMD_TEST_POSTGRES_URL` names a scratch database.
+    #[test]
+    fn compiled_sql_selects_exactly_the_users_matches_accepts_on_postgres() {
+        let Ok(url) = std::env::var("SCIMD_TEST_POSTGRES_URL") else { return };
+        let conn = diesel::pg::PgConnection::establish(&url).unwrap();
+        agreement(Fixture::migrated(DbConn::Postgres(conn), Backend::Postgres), 256);
+    }
+}

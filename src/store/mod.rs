@@ -43,7 +43,12 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens a pool on the database the URL names. Migrations are not applied here.
-    pub fn open(url: &str, pool_size: u32, acquire_timeout: Duration, registry: Arc<Registry>) -> Result<Store> {
+    pub fn open(
+        url: &str,
+        pool_size: u32,
+        acquire_timeout: Duration,
+        registry: Arc<Registry>,
+    ) -> Result<Store> {
         let url = DatabaseUrl::parse(url)?;
         let backend = url.backend();
         let pool = r2d2::Pool::builder()
@@ -104,7 +109,10 @@ impl Store {
     /// The synchronous form of [`Store::write`], for the CLI.
     pub fn write_now<T>(&self, work: impl FnOnce(&mut DbConn, &Registry) -> Result<T>) -> Result<T> {
         // A poisoned lock only means another writer panicked; the database rolled that back.
-        let _writer = self.sqlite_writer.as_ref().map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let _writer = self
+            .sqlite_writer
+            .as_ref()
+            .map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut conn = self.connection()?;
         let registry = &self.registry;
         conn.transaction(|c| work(c, registry))

@@ -2,13 +2,12 @@
 //! one `user_values` row per other attribute value, kept in step in the same transaction.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
 use serde_json::Value;
 
-use super::filter_sql::{self, SqlFragment};
+use super::filter_sql::{self, SqlFragment, SqlPart};
 use super::rows::{CountRow, UserRow, UserValueRow};
 use super::schema::{user_values, users};
-use super::{now_millis, DbConn, Store};
+use super::{now_millis, Backend, DbConn, Store};
 use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, UserId};
 use crate::scim::index::{self, Column};
@@ -45,10 +44,17 @@ pub struct UserQuery {
 fn record(row: UserRow) -> Result<UserRecord> {
     let resource = match serde_json::from_str(&row.data) {
         Ok(Value::Object(map)) => map,
-        Ok(_) | Err(_) => return Err(Error::Internal(format!("user {} has a corrupt stored resource", row.id))),
+        Ok(_) | Err(_) => {
+            return Err(Error::Internal(format!("user {} has a corrupt stored resource", row.id)))
+        }
     };
     Ok(UserRecord {
-        meta: Meta { id: row.id, created_at: row.created_at, modified_at: row.modified_at, version: row.version },
+        meta: Meta {
+            id: row.id,
+            created_at: row.created_at,
+            modified_at: row.modified_at,
+            version: row.version,
+        },
         resource,
     })
 }
@@ -76,11 +82,23 @@ fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored) -> Result<Us
     })
 }
 
-fn write_values(conn: &mut DbConn, registry: &Registry, directory: &DirectoryId, id: &str, resource: &Stored) -> Result<()> {
+fn write_values(
+    conn: &mut DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    id: &str,
+    resource: &Stored,
+) -> Result<()> {
     let entries = index::entries(&registry.user, resource);
     let rows: Vec<UserValueRow<'_>> = entries
         .iter()
-        .map(|e| UserValueRow { directory_id: &directory.0, user_id: id, attr: &e.attr, pos: e.pos, value: &e.value })
+        .map(|e| UserValueRow {
+            directory_id: &directory.0,
+            user_id: id,
+            attr: &e.attr,
+            pos: e.pos,
+            value: &e.value,
+        })
         .collect();
     // Multi-row INSERT is backend-specific in diesel (no portable form through the enum).
     // Chunked: SQLite caps bound parameters per statement.
@@ -107,12 +125,20 @@ fn unique_user_name(error: diesel::result::Error, resource: &Stored) -> Error {
 }
 
 /// Creates a user. A user created without `active` is active.
-pub fn insert(conn: &mut DbConn, registry: &Registry, directory: &DirectoryId, mut resource: Stored) -> Result<UserRecord> {
+pub fn insert(
+    conn: &mut DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    mut resource: Stored,
+) -> Result<UserRecord> {
     resource.entry("active").or_insert(Value::Bool(true));
     let now = now_millis();
     let meta = Meta { id: UserId::generate().0, created_at: now, modified_at: now, version: 1 };
     let row = row_for(directory, &meta, &resource)?;
-    diesel::insert_into(users::table).values(&row).execute(conn).map_err(|e| unique_user_name(e, &resource))?;
+    diesel::insert_into(users::table)
+        .values(&row)
+        .execute(conn)
+        .map_err(|e| unique_user_name(e, &resource))?;
     write_values(conn, registry, directory, &meta.id, &resource)?;
     Ok(UserRecord { meta, resource })
 }
@@ -163,9 +189,16 @@ pub fn modify(
     if resource == current.resource {
         return Ok(current);
     }
-    let meta = Meta { modified_at: now_millis().max(current.meta.modified_at), version: current.meta.version + 1, ..current.meta };
+    let meta = Meta {
+        modified_at: now_millis().max(current.meta.modified_at),
+        version: current.meta.version + 1,
+        ..current.meta
+    };
     let row = row_for(directory, &meta, &resource)?;
-    diesel::update(users::table.find(id)).set(&row).execute(conn).map_err(|e| unique_user_name(e, &resource))?;
+    diesel::update(users::table.find(id))
+        .set(&row)
+        .execute(conn)
+        .map_err(|e| unique_user_name(e, &resource))?;
     diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
     write_values(conn, registry, directory, id, &resource)?;
     Ok(UserRecord { meta, resource })
@@ -193,19 +226,20 @@ pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Op
     let current = get(conn, directory, id)?;
     check_version(&current, if_match)?;
     diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
-    diesel::delete(users::table.filter(users::directory_id.eq(&directory.0)).filter(users::id.eq(id))).execute(conn)?;
+    diesel::delete(users::table.filter(users::directory_id.eq(&directory.0)).filter(users::id.eq(id)))
+        .execute(conn)?;
     Ok(())
 }
 
-type Backend = <DbConn as diesel::Connection>::Backend;
-type BoxedQuery<'f> = diesel::query_builder::BoxedSqlQuery<'f, Backend, diesel::query_builder::SqlQuery>;
-
-fn where_clause<'f>(mut query: BoxedQuery<'f>, directory: &DirectoryId, filter: &Option<SqlFragment>) -> BoxedQuery<'f> {
-    query = query.sql(" WHERE users.directory_id = ").bind::<Text, _>(directory.0.clone());
+/// `FROM users WHERE users.directory_id = ? [AND (<filter>)]`.
+fn from_where(sql: &mut SqlFragment, directory: &DirectoryId, filter: &Option<SqlFragment>) {
+    sql.push_sql(" FROM users WHERE users.directory_id = ");
+    sql.push(SqlPart::Text(directory.0.clone()));
     if let Some(fragment) = filter {
-        query = filter_sql::apply(fragment.clone(), query.sql(" AND (")).sql(")");
+        sql.push_sql(" AND (");
+        sql.append(fragment.clone());
+        sql.push_sql(")");
     }
-    query
 }
 
 fn column_sql(column: Column) -> &'static str {
@@ -220,41 +254,55 @@ fn column_sql(column: Column) -> &'static str {
     }
 }
 
-fn sort_expression<'f>(query: BoxedQuery<'f>, key: &SortKey) -> BoxedQuery<'f> {
+fn sort_expression(sql: &mut SqlFragment, key: &SortKey) {
     match key {
-        SortKey::Column(column) => query.sql(column_sql(*column)),
-        SortKey::Value(attr) => query
-            .sql("(SELECT MIN(sv.value) FROM user_values sv WHERE sv.user_id = users.id AND sv.attr = ")
-            .bind::<Text, _>(attr.clone())
-            .sql(")"),
+        SortKey::Column(column) => sql.push_sql(column_sql(*column)),
+        SortKey::Value(attr) => {
+            sql.push_sql(
+                "(SELECT MIN(sv.value) FROM user_values sv WHERE sv.user_id = users.id AND sv.attr = ",
+            );
+            sql.push(SqlPart::Text(attr.clone()));
+            sql.push_sql(")");
+        }
     }
 }
 
 /// Counts the matches and loads one page, ordered by the sort key, then by id (creation order),
 /// so pages are stable. Unassigned values sort last ascending and first descending.
 pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Result<(u64, Vec<UserRecord>)> {
-    let count_query = where_clause(diesel::sql_query("SELECT COUNT(*) AS n FROM users").into_boxed(), directory, &query.filter);
-    let total: CountRow = count_query.get_result(conn)?;
+    let backend = match conn {
+        DbConn::Sqlite(_) => Backend::Sqlite,
+        DbConn::Postgres(_) => Backend::Postgres,
+    };
+    let mut count = SqlFragment::new(backend);
+    count.push_sql("SELECT COUNT(*) AS n");
+    from_where(&mut count, directory, &query.filter);
+    let total: CountRow = filter_sql::apply(count, diesel::sql_query("").into_boxed()).get_result(conn)?;
     let total = u64::try_from(total.n).unwrap_or(0);
     if query.limit == 0 || query.offset >= total {
         return Ok((total, Vec::new()));
     }
-    let mut page = where_clause(diesel::sql_query("SELECT users.* FROM users").into_boxed(), directory, &query.filter);
-    page = page.sql(" ORDER BY ");
+    let mut page = SqlFragment::new(backend);
+    page.push_sql("SELECT users.*");
+    from_where(&mut page, directory, &query.filter);
+    page.push_sql(" ORDER BY ");
     if let Some((key, order)) = &query.sort {
         let direction = match order {
-            SortOrder::Ascending => "ASC",
-            SortOrder::Descending => "DESC",
+            SortOrder::Ascending => " ASC, ",
+            SortOrder::Descending => " DESC, ",
         };
-        page = sort_expression(page.sql("(CASE WHEN "), key).sql(" IS NULL THEN 1 ELSE 0 END) ");
-        page = sort_expression(page.sql(direction).sql(", "), key).sql(" ").sql(direction).sql(", ");
+        page.push_sql("(CASE WHEN ");
+        sort_expression(&mut page, key);
+        page.push_sql(" IS NULL THEN 1 ELSE 0 END)");
+        page.push_sql(direction);
+        sort_expression(&mut page, key);
+        page.push_sql(direction);
     }
-    page = page
-        .sql("users.id ASC LIMIT ")
-        .bind::<BigInt, _>(i64::try_from(query.limit).unwrap_or(i64::MAX))
-        .sql(" OFFSET ")
-        .bind::<BigInt, _>(i64::try_from(query.offset).unwrap_or(i64::MAX));
-    let rows: Vec<UserRow> = page.load(conn)?;
+    page.push_sql("users.id ASC LIMIT ");
+    page.push(SqlPart::BigInt(i64::try_from(query.limit).unwrap_or(i64::MAX)));
+    page.push_sql(" OFFSET ");
+    page.push(SqlPart::BigInt(i64::try_from(query.offset).unwrap_or(i64::MAX)));
+    let rows: Vec<UserRow> = filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?;
     let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
     Ok((total, records))
 }
@@ -275,12 +323,20 @@ impl Store {
         if_match: Option<String>,
         replacement: Stored,
     ) -> Result<UserRecord> {
-        self.write(move |conn, registry| replace(conn, registry, &directory, &id, if_match.as_deref(), replacement))
-            .await
+        self.write(move |conn, registry| {
+            replace(conn, registry, &directory, &id, if_match.as_deref(), replacement)
+        })
+        .await
     }
 
     /// Applies `change` to the current resource inside the transaction; any error leaves it as it was.
-    pub async fn patch_user<F>(&self, directory: DirectoryId, id: String, if_match: Option<String>, change: F) -> Result<UserRecord>
+    pub async fn patch_user<F>(
+        &self,
+        directory: DirectoryId,
+        id: String,
+        if_match: Option<String>,
+        change: F,
+    ) -> Result<UserRecord>
     where
         F: FnOnce(&Stored, &Registry) -> Result<Stored> + Send + 'static,
     {
@@ -290,11 +346,20 @@ impl Store {
         .await
     }
 
-    pub async fn delete_user(&self, directory: DirectoryId, id: String, if_match: Option<String>) -> Result<()> {
+    pub async fn delete_user(
+        &self,
+        directory: DirectoryId,
+        id: String,
+        if_match: Option<String>,
+    ) -> Result<()> {
         self.write(move |conn, _| delete(conn, &directory, &id, if_match.as_deref())).await
     }
 
-    pub async fn list_users(&self, directory: DirectoryId, query: UserQuery) -> Result<(u64, Vec<UserRecord>)> {
+    pub async fn list_users(
+        &self,
+        directory: DirectoryId,
+        query: UserQuery,
+    ) -> Result<(u64, Vec<UserRecord>)> {
         self.read(move |conn, _| list(conn, &directory, &query)).await
     }
 }
@@ -302,30 +367,40 @@ impl Store {
 impl Store {
     /// A list or search request: the filter is checked against the schema and compiled to SQL,
     /// `sortBy` resolved to a column or value key, then one page is read.
-    pub async fn search_users(&self, directory: DirectoryId, request: ListRequest) -> Result<(u64, Vec<UserRecord>)> {
+    pub async fn search_users(
+        &self,
+        directory: DirectoryId,
+        request: ListRequest,
+    ) -> Result<(u64, Vec<UserRecord>)> {
         let schema = &self.registry().user;
         let filter = match &request.filter {
-            Some(text) => Some(filter_sql::compile(&filter::parse(text, schema)?, &directory.0, self.backend())),
+            Some(text) => {
+                Some(filter_sql::compile(&filter::parse(text, schema)?, &directory.0, self.backend()))
+            }
             None => None,
         };
         let sort = match &request.sort_by {
             Some(name) => Some((sort_key(schema, name)?, request.sort_order.unwrap_or(SortOrder::Ascending))),
             None => None,
         };
-        let query = UserQuery { filter, sort, offset: request.start_index.saturating_sub(1), limit: request.count };
+        let query =
+            UserQuery { filter, sort, offset: request.start_index.saturating_sub(1), limit: request.count };
         self.list_users(directory, query).await
     }
 }
 
 /// `sortBy` names an attribute like a filter does; it is resolved the same way.
 fn sort_key(schema: &ResourceSchema, name: &str) -> Result<SortKey> {
-    let unknown = || Error::InvalidValue(format!("sortBy '{name}' is not a sortable attribute of {}", schema.kind.as_str()));
-    let attr = path::resolve_name(schema, name).map_err(|_| unknown())?;
-    if attr.is_complex_without_value() {
-        return Err(unknown());
-    }
-    Ok(match attr.column {
+    let unknown = || {
+        Error::InvalidValue(format!(
+            "sortBy '{name}' is not a sortable attribute of {}",
+            schema.kind.as_str()
+        ))
+    };
+    // A complex attribute sorts by its `value` (emails → emails.value), like a filter compares.
+    let attr = path::resolve_name(schema, name).ok().and_then(|a| a.compared()).ok_or_else(unknown)?;
+    Ok(match attr.column() {
         Some(column) => SortKey::Column(column),
-        None => SortKey::Value(attr.index_key.clone()),
+        None => SortKey::Value(attr.key().to_string()),
     })
 }

@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 fn scimd(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_scimd"));
-    command.current_dir(dir).env_remove("SCIMD_DATABASE_URL").env_remove("SCIMD_BIND").env_remove("SCIMD_CONFIG");
+    command
+        .current_dir(dir)
+        .env_remove("SCIMD_DATABASE_URL")
+        .env_remove("SCIMD_BIND")
+        .env_remove("SCIMD_CONFIG");
     command
 }
 
@@ -30,7 +34,17 @@ fn key_issue_prints_the_key_alone_and_listing_never_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("cli.db").display());
     run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme", "--name", "Acme Inc"]));
-    let issued = run(scimd(dir.path()).args(["--database-url", &db, "key", "issue", "acme", "--name", "okta", "--expires-in", "90d"]));
+    let issued = run(scimd(dir.path()).args([
+        "--database-url",
+        &db,
+        "key",
+        "issue",
+        "acme",
+        "--name",
+        "okta",
+        "--expires-in",
+        "90d",
+    ]));
     let key = stdout(&issued);
     assert!(key.ends_with('\n') && key.lines().count() == 1, "stdout must be the key alone: {key:?}");
     let key = key.trim();
@@ -63,13 +77,20 @@ fn operator_mistakes_get_clear_messages() {
     ];
     run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
     for (args, expected) in cases {
-        let output = scimd(dir.path()).args(["--database-url", &db]).args(args).output().unwrap();
+        let mut command = scimd(dir.path());
+        if !args.contains(&"--database-url") {
+            command.args(["--database-url", &db]);
+        }
+        let output = command.args(args).output().unwrap();
         assert!(!output.status.success(), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
     }
-    let output = scimd(dir.path()).args(["--database-url", &db, "--config", "missing.toml", "directory", "list"]).output().unwrap();
+    let output = scimd(dir.path())
+        .args(["--database-url", &db, "--config", "missing.toml", "directory", "list"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml does not exist"));
 }
 
@@ -91,7 +112,11 @@ fn settings_layer_file_then_environment_then_flags() {
     assert!(dir.path().join("from-env.db").exists());
 
     let mut command = scimd(dir.path());
-    with_file(command.env("SCIMD_DATABASE_URL", "sqlite://from-env.db").args(["--database-url", "sqlite://from-flag.db"]));
+    with_file(
+        command
+            .env("SCIMD_DATABASE_URL", "sqlite://from-env.db")
+            .args(["--database-url", "sqlite://from-flag.db"]),
+    );
     run(&mut command);
     assert!(dir.path().join("from-flag.db").exists());
 }
@@ -157,9 +182,15 @@ fn first_serve_on_an_empty_database_prints_a_working_key_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("first.db").display());
     let (server, first, bind) = serve(dir.path(), &db);
-    let key = first.split_whitespace().find(|w| is_key(w.trim_matches('\''))).map(|w| w.trim_matches('\'').to_string());
+    let key = first
+        .split_whitespace()
+        .find(|w| is_key(w.trim_matches('\'')))
+        .map(|w| w.trim_matches('\'').to_string());
     let key = key.unwrap_or_else(|| panic!("no key printed:\n{first}"));
-    assert!(first.contains(&format!("curl -H 'Authorization: Bearer {key}' http://{bind}/scim/v2/Users")), "{first}");
+    assert!(
+        first.contains(&format!("curl -H 'Authorization: Bearer {key}' http://{bind}/scim/v2/Users")),
+        "{first}"
+    );
     assert_eq!(http_get_status(&bind, "/scim/v2/Users", Some(&key)), Some(200));
     drop(server);
 

@@ -29,14 +29,16 @@ async fn requests_without_a_valid_key_get_401_with_a_bearer_challenge(server: Te
     let reply = server.send(server.http.get(&url).bearer_auth(forged)).await;
     assert_eq!(reply.assert_error(401, None), "the bearer key is not valid");
     // The scheme is case-insensitive.
-    let reply = server.send(server.http.get(&url).header("authorization", format!("bearer {}", server.key))).await;
+    let reply =
+        server.send(server.http.get(&url).header("authorization", format!("bearer {}", server.key))).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
 async fn a_revoked_key_stops_working_on_the_next_request(server: TestServer) {
     assert_eq!(server.get("/scim/v2/Users").await.status, StatusCode::OK);
     let directory = server.directory.clone();
-    let key_id = server.store.read_now(move |conn, _| Ok(keys::list(conn, &directory)?[0].id.clone())).unwrap();
+    let key_id =
+        server.store.read_now(move |conn, _| Ok(keys::list(conn, &directory)?[0].id.clone())).unwrap();
     server.store.write_now(move |conn, _| keys::revoke(conn, key_id.as_str())).unwrap();
     let detail = server.get("/scim/v2/Users").await.assert_error(401, None);
     assert!(detail.contains("revoked"), "{detail}");

@@ -24,11 +24,13 @@ async fn discovery_is_public_absolute_and_consistent_with_the_configuration(serv
     assert_eq!(user_type.body["meta"]["location"], server.url("/scim/v2/ResourceTypes/User"));
 
     let schemas = get("/scim/v2/Schemas").await;
-    let ids: Vec<&str> = schemas.body["Resources"].as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    let ids: Vec<&str> =
+        schemas.body["Resources"].as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
     assert!(ids.contains(&"urn:ietf:params:scim:schemas:core:2.0:User"));
     assert!(ids.contains(&"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"));
     let user = get("/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await;
-    let user_name = user.body["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "userName").unwrap();
+    let user_name =
+        user.body["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "userName").unwrap();
     assert_eq!(user_name["uniqueness"], "server");
     assert_eq!(user_name["caseExact"], false);
     assert!(!user.body.to_string().contains("null"));

@@ -14,21 +14,44 @@ on_both_backends!(
 
 async fn malformed_bodies_are_refused_and_nothing_is_written(server: TestServer) {
     let raw = |body: &str, content_type: &str| {
-        server.request(Method::POST, "/scim/v2/Users").header("content-type", content_type).body(body.to_string())
+        server
+            .request(Method::POST, "/scim/v2/Users")
+            .header("content-type", content_type)
+            .body(body.to_string())
     };
-    let detail = server.send(raw("{\"userName\": ", "application/scim+json")).await.assert_error(400, Some("invalidSyntax"));
+    let detail = server
+        .send(raw("{\"userName\": ", "application/scim+json"))
+        .await
+        .assert_error(400, Some("invalidSyntax"));
     assert!(detail.contains("not valid JSON"), "{detail}");
     server.send(raw("", "application/json")).await.assert_error(400, Some("invalidSyntax"));
-    let detail = server.send(raw("userName=x", "application/x-www-form-urlencoded")).await.assert_error(415, None);
+    let detail =
+        server.send(raw("userName=x", "application/x-www-form-urlencoded")).await.assert_error(415, None);
     assert!(detail.contains("application/scim+json"), "{detail}");
 
     let cases = [
         (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]}), "invalidValue", "userName"),
-        (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": ["a"]}), "invalidValue", "string"),
-        (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "active": "sometimes"}), "invalidValue", "boolean"),
-        (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "emails": "a@b"}), "invalidValue", "array"),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": ["a"]}),
+            "invalidValue",
+            "string",
+        ),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "active": "sometimes"}),
+            "invalidValue",
+            "boolean",
+        ),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a", "emails": "a@b"}),
+            "invalidValue",
+            "array",
+        ),
         (json!({"userName": "a"}), "invalidValue", "schemas"),
-        (json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}), "invalidValue", "schemas"),
+        (
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}),
+            "invalidValue",
+            "schemas",
+        ),
         (json!(["not", "an", "object"]), "invalidSyntax", "object"),
     ];
     for (body, scim_type, mentions) in cases {
@@ -36,7 +59,8 @@ async fn malformed_bodies_are_refused_and_nothing_is_written(server: TestServer)
         assert!(detail.contains(mentions), "{body} -> {detail}");
     }
     // application/json with a charset is as good as application/scim+json.
-    let ok = server.send(raw(&user_body("ok@example.com").to_string(), "application/json; charset=utf-8")).await;
+    let ok =
+        server.send(raw(&user_body("ok@example.com").to_string(), "application/json; charset=utf-8")).await;
     assert_eq!(ok.status, StatusCode::CREATED);
     assert_eq!(server.get("/scim/v2/Users").await.body["totalResults"], 1, "only the valid request wrote");
 }
@@ -61,10 +85,13 @@ async fn health_readiness_and_request_ids(server: TestServer) {
     assert_eq!(health.status, StatusCode::OK);
     let ready = server.send(server.http.get(server.url("/readyz"))).await;
     assert_eq!(ready.body["status"], "ready");
-    let echoed = server.send(server.request(Method::GET, "/scim/v2/Users").header("x-request-id", "trace-123")).await;
+    let echoed =
+        server.send(server.request(Method::GET, "/scim/v2/Users").header("x-request-id", "trace-123")).await;
     assert_eq!(echoed.header("x-request-id"), Some("trace-123"));
     let generated = server.get("/scim/v2/Users").await;
     assert_eq!(generated.header("x-request-id").map(str::len), Some(36));
-    let hostile = server.send(server.request(Method::GET, "/scim/v2/Users").header("x-request-id", "a b\"<script>")).await;
+    let hostile = server
+        .send(server.request(Method::GET, "/scim/v2/Users").header("x-request-id", "a b\"<script>"))
+        .await;
     assert_ne!(hostile.header("x-request-id"), Some("a b\"<script>"));
 }

@@ -45,7 +45,8 @@ async fn get_returns_what_create_returned_and_honours_if_none_match(server: Test
     let reply = server.get(&path).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, created);
-    let not_modified = server.send(server.request(Method::GET, &path).header("if-none-match", "W/\"1\"")).await;
+    let not_modified =
+        server.send(server.request(Method::GET, &path).header("if-none-match", "W/\"1\"")).await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     let modified = server.send(server.request(Method::GET, &path).header("if-none-match", "W/\"0\"")).await;
     assert_eq!(modified.status, StatusCode::OK);
@@ -81,7 +82,8 @@ async fn put_replaces_keeps_active_when_omitted_and_checks_if_match(server: Test
         "id": "someone-else", "meta": {"version": "W/\"77\""},
         "userName": "erin@example.com", "displayName": "Erin E"
     });
-    let reply = server.send(server.json(Method::PUT, &path, &replacement).header("if-match", "W/\"1\"")).await;
+    let reply =
+        server.send(server.json(Method::PUT, &path, &replacement).header("if-match", "W/\"1\"")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["id"], id);
     assert_eq!(reply.body["displayName"], "Erin E");
@@ -92,7 +94,9 @@ async fn put_replaces_keeps_active_when_omitted_and_checks_if_match(server: Test
     assert_eq!(reply.body["meta"]["created"], created["meta"]["created"]);
 
     // A stale version is refused and changes nothing.
-    let stale = server.send(server.json(Method::PUT, &path, &user_body("erin@example.com")).header("if-match", "W/\"1\"")).await;
+    let stale = server
+        .send(server.json(Method::PUT, &path, &user_body("erin@example.com")).header("if-match", "W/\"1\""))
+        .await;
     stale.assert_error(412, None);
     assert_eq!(server.get(&path).await.body["displayName"], "Erin E");
 
@@ -125,9 +129,10 @@ async fn password_is_accepted_but_never_stored_or_returned(server: TestServer) {
     let id = created["id"].as_str().unwrap().to_string();
     let fetched = server.get(&format!("/scim/v2/Users/{id}?attributes=password,userName")).await;
     assert!(fetched.body.get("password").is_none());
+    let directory = server.directory.clone();
     let stored = server
         .store
-        .read_now(move |conn, _| Ok(scimd::store::users::get(conn, &server.directory, &id)?.resource))
+        .read_now(move |conn, _| Ok(scimd::store::users::get(conn, &directory, &id)?.resource))
         .unwrap();
     assert!(!Value::Object(stored).to_string().contains("horse"));
 }
@@ -140,7 +145,11 @@ async fn another_directorys_key_sees_nothing(server: TestServer) {
 
     server.send(as_other(Method::GET)).await.assert_error(404, None);
     server
-        .send(as_other(Method::PUT).header("content-type", "application/scim+json").body(user_body("x@y").to_string()))
+        .send(
+            as_other(Method::PUT)
+                .header("content-type", "application/scim+json")
+                .body(user_body("x@y").to_string()),
+        )
         .await
         .assert_error(404, None);
     server.send(as_other(Method::DELETE)).await.assert_error(404, None);
@@ -164,17 +173,22 @@ async fn another_directorys_key_sees_nothing(server: TestServer) {
 async fn enterprise_manager_with_only_a_display_name_round_trips(server: TestServer) {
     let mut body = user_body("ivy@example.com");
     body["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE]);
-    body[ENTERPRISE] = json!({"employeeNumber": "42", "department": "Ops", "manager": {"displayName": "Jo Boss"}});
+    body[ENTERPRISE] =
+        json!({"employeeNumber": "42", "department": "Ops", "manager": {"displayName": "Jo Boss"}});
     let created = server.create_user(body).await;
     assert_eq!(created["schemas"], json!(["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE]));
-    assert_eq!(created[ENTERPRISE], json!({"employeeNumber": "42", "department": "Ops", "manager": {"displayName": "Jo Boss"}}));
+    assert_eq!(
+        created[ENTERPRISE],
+        json!({"employeeNumber": "42", "department": "Ops", "manager": {"displayName": "Jo Boss"}})
+    );
     let fetched = server.get(&format!("/scim/v2/Users/{}", created["id"].as_str().unwrap())).await;
     assert_eq!(fetched.body[ENTERPRISE]["manager"]["displayName"], "Jo Boss");
 }
 
 async fn projection_shapes_single_and_list_responses(server: TestServer) {
     let created = server.create_user(user_body("jan@example.com")).await;
-    let path = format!("/scim/v2/Users/{}?attributes=userName,name.familyName", created["id"].as_str().unwrap());
+    let path =
+        format!("/scim/v2/Users/{}?attributes=userName,name.familyName", created["id"].as_str().unwrap());
     let reply = server.get(&path).await;
     assert_eq!(
         reply.body,
@@ -201,7 +215,8 @@ async fn paging_is_one_based_stable_and_reports_totals(server: TestServer) {
     assert_eq!(page.body["totalResults"], 7);
     assert_eq!(page.body["itemsPerPage"], 2);
     assert_eq!(page.body["startIndex"], 3);
-    let got: Vec<Value> = page.body["Resources"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+    let got: Vec<Value> =
+        page.body["Resources"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
     assert_eq!(got, ids[2..4].to_vec(), "without sortBy, pages follow creation order");
 
     let only_total = server.get("/scim/v2/Users?count=0").await;

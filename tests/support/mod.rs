@@ -51,8 +51,7 @@ fn postgres_template() -> Result<&'static str, String> {
             let cluster = db::pg_cluster()?;
             let name = db::unique_database_name("scimd_template");
             let url = cluster.create_database(&name, None)?;
-            let mut config = Config::default();
-            config.database_url = url;
+            let mut config = Config { database_url: url, ..Config::default() };
             config.database.pool_size = 1;
             let store = app::open_store(&config).map_err(|e| e.to_string())?;
             store.migrate().map_err(|e| e.to_string())?;
@@ -101,9 +100,11 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        if std::env::var_os("RUST_LOG").is_some() {
+            scimd::telemetry::init(scimd::config::LogFormat::Pretty);
+        }
         let (url, data_dir) = fresh_database(backend);
-        let mut config = Config::default();
-        config.database_url = url;
+        let mut config = Config { database_url: url, ..Config::default() };
         config.database.pool_size = 4;
         adjust(&mut config);
         let store = app::open_store(&config).unwrap();
