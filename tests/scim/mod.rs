@@ -1,4 +1,6 @@
 mod auth;
 mod discovery;
 mod errors;
+mod filters;
+mod patch;
 mod users;
