@@ -108,7 +108,7 @@ async fn bad_filters_get_400_invalid_filter_with_a_useful_detail(server: TestSer
         ("name eq \"x\"", "name"),
         ("userName eq \"a\" and", "and"),
         ("password eq \"x\"", "password"),
-        ("((((userName eq \"a\"", "("),
+        ("((((userName eq \"a\"", "')'"),
     ] {
         let reply = server
             .send(server.request(reqwest::Method::GET, "/scim/v2/Users").query(&[("filter", filter)]))
