@@ -153,7 +153,7 @@ fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
     match command {
         DirectoryCommand::Create { slug, name } => {
             let name = name.unwrap_or_else(|| slug.clone());
-            let created = store.write_now(|conn, _| directories::insert(conn, &slug, &name))?;
+            let created = store.write_now(move |conn, _| directories::insert(conn, &slug, &name))?;
             println!("{}", created.slug);
             eprintln!(
                 "created directory '{}' (id {}); issue a key with: scimd key issue {}",
@@ -174,8 +174,9 @@ fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
 fn key(store: &Store, command: KeyCommand) -> Result<()> {
     match command {
         KeyCommand::Issue { directory, name, expires_in } => {
-            let issued = store.write_now(|conn, _| {
-                let found = directories::get_by_slug(conn, &directory)?;
+            let slug = directory.clone();
+            let issued = store.write_now(move |conn, _| {
+                let found = directories::get_by_slug(conn, &slug)?;
                 keys::issue(conn, &found.id, &name, expires_in.map(|ms| now_millis().saturating_add(ms)))
             })?;
             // The key alone on stdout, so `KEY=$(scimd key issue acme)` works.
@@ -213,7 +214,7 @@ fn key(store: &Store, command: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::Revoke { key_id } => {
-            let revoked = store.write_now(|conn, _| keys::revoke(conn, &key_id))?;
+            let revoked = store.write_now(move |conn, _| keys::revoke(conn, &key_id))?;
             eprintln!("revoked key {} ({})", revoked.id, revoked.prefix);
         }
     }

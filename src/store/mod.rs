@@ -12,8 +12,9 @@ pub mod migrate;
 pub mod rows;
 pub mod schema;
 pub mod users;
+pub mod writer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::Connection;
@@ -30,9 +31,9 @@ pub struct Store {
     pool: Pool,
     backend: Backend,
     registry: Arc<Registry>,
-    /// SQLite allows one writer at a time; taking this lock first keeps two of our own
-    /// transactions from deadlocking on the read-to-write lock upgrade (SQLITE_BUSY).
-    sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// SQLite: every write goes through one group-committing writer thread (see `writer`).
+    /// PostgreSQL: writes run on pooled connections, concurrently.
+    sqlite_writer: Option<writer::Writer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -51,13 +52,16 @@ impl Store {
     ) -> Result<Store> {
         let url = DatabaseUrl::parse(url)?;
         let backend = url.backend();
+        let sqlite_writer = match backend {
+            Backend::Sqlite => Some(writer::Writer::start(url.clone(), registry.clone())?),
+            Backend::Postgres => None,
+        };
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
             .connection_timeout(acquire_timeout)
             .build(conn::ConnectionManager::new(url))
             .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))?;
-        let sqlite_writer = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Ok(Store { pool, backend, registry, sqlite_writer })
     }
 
@@ -89,14 +93,26 @@ impl Store {
         run_blocking(move || store.read_now(work)).await
     }
 
-    /// Runs `work` in one write transaction on the blocking pool; any error rolls it back.
+    /// Runs `work` in one write transaction (on SQLite, a savepoint of a group commit); any
+    /// error rolls it back. Resolves once the write is durable.
     pub async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
     {
-        let store = self.clone();
-        run_blocking(move || store.write_now(work)).await
+        match &self.sqlite_writer {
+            Some(writer) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                writer.submit(work, move |result| {
+                    let _ = reply.send(result);
+                })?;
+                answer.await.map_err(|_| Error::Unavailable("the SQLite writer stopped".into()))?
+            }
+            None => {
+                let store = self.clone();
+                run_blocking(move || store.write_now(work)).await
+            }
+        }
     }
 
     /// The synchronous form of [`Store::read`], for the CLI.
@@ -106,16 +122,26 @@ impl Store {
         conn.transaction(|c| work(c, registry))
     }
 
-    /// The synchronous form of [`Store::write`], for the CLI.
-    pub fn write_now<T>(&self, work: impl FnOnce(&mut DbConn, &Registry) -> Result<T>) -> Result<T> {
-        // A poisoned lock only means another writer panicked; the database rolled that back.
-        let _writer = self
-            .sqlite_writer
-            .as_ref()
-            .map(|lock| lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        let mut conn = self.connection()?;
-        let registry = &self.registry;
-        conn.transaction(|c| work(c, registry))
+    /// The synchronous form of [`Store::write`], for the CLI (blocks the calling thread).
+    pub fn write_now<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+    {
+        match &self.sqlite_writer {
+            Some(writer) => {
+                let (reply, answer) = std::sync::mpsc::channel();
+                writer.submit(work, move |result| {
+                    let _ = reply.send(result);
+                })?;
+                answer.recv().map_err(|_| Error::Unavailable("the SQLite writer stopped".into()))?
+            }
+            None => {
+                let mut conn = self.connection()?;
+                let registry = &self.registry;
+                conn.transaction(|c| work(c, registry))
+            }
+        }
     }
 
     /// Whether the database answers; for `/readyz`.

@@ -19,6 +19,7 @@ on_both_backends!(
     projection_shapes_single_and_list_responses,
     paging_is_one_based_stable_and_reports_totals,
     trailing_slash_is_the_same_endpoint,
+    concurrent_writes_succeed_or_fail_independently,
 );
 
 async fn create_answers_201_with_location_etag_and_meta(server: TestServer) {
@@ -235,4 +236,19 @@ async fn trailing_slash_is_the_same_endpoint(server: TestServer) {
     let reply = server.post("/scim/v2/Users/", &user_body("lee@example.com")).await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(server.get("/scim/v2/Users/").await.body["totalResults"], 1);
+}
+
+async fn concurrent_writes_succeed_or_fail_independently(server: TestServer) {
+    // 60 creates at once, a third of them duplicates: on SQLite they share group commits,
+    // and a failing one must not take the others down with it.
+    let requests = (0..60).map(|n| {
+        let name = format!("user{}@example.com", n % 40);
+        let server = &server;
+        async move { server.post("/scim/v2/Users", &user_body(&name)).await.status }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let conflicts = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+    assert_eq!((created, conflicts), (40, 20), "{statuses:?}");
+    assert_eq!(server.get("/scim/v2/Users?count=0").await.body["totalResults"], 40);
 }
