@@ -19,3 +19,9 @@ pub mod scim;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+
+/// The throwaway PostgreSQL cluster of the integration tests, for unit tests that must also
+/// hold on PostgreSQL (the filter-to-SQL property test).
+#[cfg(test)]
+#[path = "../tests/support/db.rs"]
+mod test_postgres;

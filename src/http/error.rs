@@ -52,6 +52,8 @@ impl ResponseError for Error {
                 _ => format!("internal error; quote request id {request_id} to the operator"),
             }
         } else {
+            // Client mistakes are routine; their details may name a person, so debug only.
+            tracing::debug!(status = status.as_u16(), detail = %self, "request refused");
             self.to_string()
         };
         let mut body = Map::new();

@@ -579,3 +579,84 @@ mod tests {
         assert!(parse(&json!({"schemas": [USER_SCHEMA], "Operations": []})).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::scim::schema::{Registry, ENTERPRISE_USER_SCHEMA};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn valid_operation() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({"op": "replace", "path": "title", "value": "Lead"})),
+            Just(json!({"op": "Replace", "path": "active", "value": "False"})),
+            Just(
+                json!({"op": "add", "path": "emails", "value": [{"value": "x@y", "type": "home", "primary": true}]})
+            ),
+            Just(json!({"op": "remove", "path": "emails[type eq \"work\"]"})),
+            Just(json!({"op": "replace", "path": "emails[type eq \"work\"].value", "value": "w@y"})),
+            Just(json!({"op": "add", "value": {"name.givenName": "Q", "nickName": "q"}})),
+            Just(json!({"op": "remove", "path": "name.familyName"})),
+            Just(json!({"op": "replace", "value": {ENTERPRISE_USER_SCHEMA: {"department": "D"}}})),
+        ]
+    }
+
+    fn failing_operation() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({"op": "replace", "path": "id", "value": "x"})),
+            Just(json!({"op": "remove", "path": "userName"})),
+            Just(json!({"op": "replace", "path": "unknownAttr", "value": 1})),
+            Just(json!({"op": "replace", "path": "active", "value": 3})),
+            Just(json!({"op": "remove"})),
+            Just(json!({"op": "replace", "path": "emails[value eq \"none\"].type", "value": "home"})),
+        ]
+    }
+
+    fn user() -> Stored {
+        json!({"userName": "ann", "active": true, "name": {"givenName": "Ann", "familyName": "Lee"},
+               "emails": [{"value": "a@w", "type": "work", "primary": true}]})
+        .as_object()
+        .cloned()
+        .unwrap()
+    }
+
+    fn run(operations: Vec<Value>) -> Result<Stored> {
+        let registry = Registry::load().unwrap();
+        let parsed = parse(&json!({"schemas": [PATCH_OP_SCHEMA], "Operations": operations}))?;
+        apply(&registry.user, &user(), &parsed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A PATCH with any failing operation, anywhere in the list, yields no resource at all:
+        /// there is no partial result for the store to write.
+        #[test]
+        fn any_failing_operation_fails_the_whole_patch(
+            before in prop::collection::vec(valid_operation(), 0..4),
+            bad in failing_operation(),
+            after in prop::collection::vec(valid_operation(), 0..4),
+        ) {
+            let mut operations = before;
+            operations.push(bad);
+            operations.extend(after);
+            prop_assert!(run(operations).is_err());
+        }
+
+        /// A successful PATCH stores exactly what a PUT of the result would: normalising it again
+        /// changes nothing, and at most one e-mail is primary.
+        #[test]
+        fn successful_patches_are_normal_resources(operations in prop::collection::vec(valid_operation(), 1..6)) {
+            let out = run(operations).unwrap();
+            let registry = Registry::load().unwrap();
+            let mut body = out.clone();
+            body.insert("schemas".into(), json!([crate::scim::schema::USER_SCHEMA]));
+            prop_assert_eq!(&resource::normalize(&registry.user, &Value::Object(body)).unwrap(), &out);
+            let primaries = out.get("emails").and_then(Value::as_array).map_or(0, |emails| {
+                emails.iter().filter(|e| e.get("primary") == Some(&Value::Bool(true))).count()
+            });
+            prop_assert!(primaries <= 1);
+        }
+    }
+}

@@ -250,3 +250,53 @@ mod tests {
         assert!(out.get("userName").is_none());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::scim::schema::{Registry, ENTERPRISE_USER_SCHEMA};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "id",
+            "userName",
+            "USERNAME",
+            "password",
+            "name",
+            "name.givenName",
+            "emails",
+            "emails.value",
+            "meta",
+            "meta.version",
+            "schemas",
+            "nosuch",
+            ENTERPRISE_USER_SCHEMA,
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever is asked, `returned: never` stays out and `returned: always` stays in.
+        #[test]
+        fn never_and_always_hold_under_any_projection(
+            attributes in prop::collection::vec(name(), 0..5),
+            excluded in prop::collection::vec(name(), 0..5),
+        ) {
+            let registry = Registry::load().unwrap();
+            let resource = json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "u1", "userName": "ann",
+                "password": "secret", "name": {"givenName": "Ann"}, "emails": [{"value": "a@x"}],
+                ENTERPRISE_USER_SCHEMA: {"department": "Ops"}, "meta": {"version": "W/\"1\""}
+            });
+            let out = project(&registry.user, resource.as_object().unwrap().clone(), &attributes, &excluded);
+            prop_assert!(!out.contains_key("password"));
+            prop_assert_eq!(out.get("id"), Some(&json!("u1")));
+            prop_assert!(out.contains_key("schemas"));
+        }
+    }
+}

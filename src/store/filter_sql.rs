@@ -813,10 +813,11 @@ mod tests {
         agreement(Fixture::sqlite(&dir.path().join("filter.db")), 256);
     }
 
-    /// The same property on PostgreSQL when `SCIMD_TEST_POSTGRES_URL` names a scratch database.
     #[test]
     fn compiled_sql_selects_exactly_the_users_matches_accepts_on_postgres() {
-        let Ok(url) = std::env::var("SCIMD_TEST_POSTGRES_URL") else { return };
+        use crate::test_postgres as pg;
+        let cluster = pg::pg_cluster().unwrap_or_else(|e| panic!("{e}"));
+        let url = cluster.create_database(&pg::unique_database_name("filter_property"), None).unwrap();
         let conn = diesel::pg::PgConnection::establish(&url).unwrap();
         agreement(Fixture::migrated(DbConn::Postgres(conn), Backend::Postgres), 256);
     }

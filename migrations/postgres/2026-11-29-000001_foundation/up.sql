@@ -27,7 +27,7 @@ CREATE INDEX directory_keys_lookup ON directory_keys (lookup);
 CREATE INDEX directory_keys_directory ON directory_keys (directory_id);
 
 CREATE TABLE users (
-    id                  TEXT PRIMARY KEY NOT NULL,
+    id                  TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     directory_id        TEXT NOT NULL REFERENCES directories(id) ON DELETE CASCADE,
     user_name           TEXT NOT NULL,
     -- Case-folded copies (scim::index::fold) of case-insensitive attributes, for indexes.

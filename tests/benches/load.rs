@@ -1,0 +1,311 @@
+//! Load run against the real release server (not a test): seeds a directory of N users through
+//! the store, starts `scimd serve` as its own process on that database, drives it over HTTP
+//! with keep-alive clients and reports throughput, latency percentiles, CPU and RSS.
+//!
+//! ```sh
+//! cargo bench --bench load -- --backend sqlite --users 10000,100000 --concurrency 16,64 --seconds 10
+//! ```
+//! PostgreSQL runs on a throwaway cluster this bench starts (like the tests do).
+//! Under `cargo test` (no `--bench` argument) it does nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench stops loudly
+
+#[path = "../support/db.rs"]
+mod db;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use scimd::app;
+use scimd::config::Config;
+use scimd::scim::resource;
+use scimd::store::{directories, keys, users, Store};
+
+struct Options {
+    backend: String,
+    sizes: Vec<u64>,
+    concurrency: Vec<usize>,
+    seconds: u64,
+    ops: Vec<String>,
+}
+
+fn options() -> Option<Options> {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        return None;
+    }
+    let value = |name: &str, default: &str| -> String {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    };
+    let list = |name: &str, default: &str| -> Vec<String> {
+        value(name, default).split(',').map(str::to_string).collect()
+    };
+    Some(Options {
+        backend: value("--backend", "sqlite"),
+        sizes: list("--users", "10000").iter().map(|s| s.parse().unwrap()).collect(),
+        concurrency: list("--concurrency", "16,64").iter().map(|s| s.parse().unwrap()).collect(),
+        seconds: value("--seconds", "10").parse().unwrap(),
+        ops: list("--ops", "create,lookup,deactivate,page"),
+    })
+}
+
+fn user(n: u64) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "userName": format!("user{n}@bench.example"), "externalId": format!("00u{n:012}"),
+        "displayName": format!("Bench User {n}"), "title": "Engineer", "active": true,
+        "name": {"givenName": "Bench", "familyName": format!("User{n}")},
+        "emails": [{"value": format!("user{n}@bench.example"), "type": "work", "primary": true}],
+        "phoneNumbers": [{"value": format!("+1 555 {n:07}"), "type": "work"}],
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D", "employeeNumber": n.to_string()}
+    })
+}
+
+/// Seeds `count` users in transactions of 2,000; returns their ids.
+fn seed(store: &Store, directory: &scimd::ids::DirectoryId, count: u64) -> Vec<String> {
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(count as usize);
+    let mut next = 0;
+    while next < count {
+        let end = (next + 2_000).min(count);
+        let directory = directory.clone();
+        let batch: Vec<_> =
+            (next..end).map(|n| resource::normalize(&store.registry().user, &user(n)).unwrap()).collect();
+        let created = store
+            .write_now(move |conn, registry| {
+                batch
+                    .into_iter()
+                    .map(|r| users::insert(conn, registry, &directory, r).map(|u| u.meta.id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+        ids.extend(created);
+        next = end;
+    }
+    eprintln!("seeded {count} users in {:.1} s", started.elapsed().as_secs_f64());
+    ids
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proc_cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15; after the ')' they are at 11 and 12.
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+/// Numbers new userNames across every phase of a run, so creates never collide.
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
+async fn drive(
+    op: &str,
+    base: &str,
+    key: &str,
+    ids: Arc<Vec<String>>,
+    users: u64,
+    concurrency: usize,
+    seconds: u64,
+) -> Outcome {
+    let counter = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (op, base, key, ids, counter) =
+            (op.to_string(), base.to_string(), key.to_string(), ids.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut state = (worker as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut random = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = match op.as_str() {
+                    "create" => client
+                        .post(format!("{base}/scim/v2/Users"))
+                        .header("content-type", "application/scim+json")
+                        .body(user(1_000_000_000 + CREATED.fetch_add(1, Ordering::Relaxed)).to_string()),
+                    "lookup" => {
+                        let target = random() % users;
+                        client
+                            .get(format!("{base}/scim/v2/Users"))
+                            .query(&[("filter", format!("userName eq \"user{target}@bench.example\""))])
+                    }
+                    "deactivate" => {
+                        let id = &ids[(random() % ids.len() as u64) as usize];
+                        let active = n % 2 == 1;
+                        client
+                            .patch(format!("{base}/scim/v2/Users/{id}"))
+                            .header("content-type", "application/scim+json")
+                            .body(
+                                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                   "Operations": [{"op": "replace", "value": {"active": active}}]})
+                                .to_string(),
+                            )
+                    }
+                    "page" => {
+                        let pages = (users / 100).max(1);
+                        let start = (random() % pages) * 100 + 1;
+                        client.get(format!("{base}/scim/v2/Users?startIndex={start}&count=100"))
+                    }
+                    other => panic!("unknown op {other}"),
+                };
+                let sent = Instant::now();
+                let ok = match request.bearer_auth(&key).send().await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let _ = response.bytes().await;
+                        status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut outcome = Outcome { requests: 0, errors: 0, latencies_us: Vec::new(), elapsed: Duration::ZERO };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        outcome.requests += latencies.len() as u64;
+        outcome.errors += errors;
+        outcome.latencies_us.extend(latencies);
+    }
+    outcome.elapsed = started.elapsed();
+    outcome.latencies_us.sort_unstable();
+    outcome
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+fn database(backend: &str, dir: &std::path::Path, size: u64) -> String {
+    match backend {
+        "sqlite" => format!("sqlite://{}", dir.join(format!("bench-{size}.db")).display()),
+        "postgres" => {
+            let cluster = db::pg_cluster().unwrap();
+            cluster.create_database(&db::unique_database_name(&format!("bench_{size}")), None).unwrap()
+        }
+        other => panic!("unknown backend {other}: use sqlite or postgres"),
+    }
+}
+
+fn main() {
+    let Some(options) = options() else {
+        eprintln!("load bench: run it with `cargo bench --bench load` (see the file's header)");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    println!("| backend | users | op | concurrency | req/s | p50 ms | p99 ms | errors | server CPU % | client CPU % | server RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &size in &options.sizes {
+        let url = database(&options.backend, dir.path(), size);
+        let config = Config { database_url: url.clone(), ..Config::default() };
+        let store = app::open_store(&config).unwrap();
+        store.migrate().unwrap();
+        let (directory, key) = store
+            .write_now(|conn, _| {
+                let created = directories::insert(conn, "bench", "Bench")?;
+                Ok((created.id.clone(), keys::issue(conn, &created.id, "bench", None)?.token.secret))
+            })
+            .unwrap();
+        let ids = Arc::new(seed(&store, &directory, size));
+        drop(store);
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
+            .args(["--database-url", &url, "serve", "--bind", &bind])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server(child);
+        let base = format!("http://{bind}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&bind).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let pid = server.0.id().to_string();
+        for op in &options.ops {
+            for &concurrency in &options.concurrency {
+                let server_before = proc_cpu_ticks(&pid);
+                let client_before = proc_cpu_ticks("self");
+                let outcome =
+                    runtime.block_on(drive(op, &base, &key, ids.clone(), size, concurrency, options.seconds));
+                let ticks_per_second = 100.0; // USER_HZ on Linux
+                let seconds = outcome.elapsed.as_secs_f64();
+                let server_cpu =
+                    (proc_cpu_ticks(&pid) - server_before) as f64 / ticks_per_second / seconds * 100.0;
+                let client_cpu =
+                    (proc_cpu_ticks("self") - client_before) as f64 / ticks_per_second / seconds * 100.0;
+                println!(
+                    "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {:.0} |",
+                    options.backend,
+                    size,
+                    op,
+                    concurrency,
+                    outcome.requests as f64 / seconds,
+                    percentile(&outcome.latencies_us, 0.50),
+                    percentile(&outcome.latencies_us, 0.99),
+                    outcome.errors,
+                    server_cpu,
+                    client_cpu,
+                    rss_mib(server.0.id()),
+                );
+            }
+        }
+        drop(server);
+    }
+}
