@@ -39,20 +39,16 @@ fn header_value(request: &HttpRequest, name: header::HeaderName) -> Option<Strin
     request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-fn render(state: &AppState, record: &UserRecord, projection: &Projection) -> Value {
+fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Value {
     let schema = &state.registry().user;
-    let full = resource::render(schema, &record.resource, &record.meta, &state.base_url);
+    let full = resource::render(schema, record.resource, &record.meta, &state.base_url);
     Value::Object(projection::project(schema, full, &projection.attributes, &projection.excluded))
 }
 
-fn single(
-    state: &AppState,
-    status: StatusCode,
-    record: &UserRecord,
-    projection: &Projection,
-) -> HttpResponse {
+fn single(state: &AppState, status: StatusCode, record: UserRecord, projection: &Projection) -> HttpResponse {
+    let etag = record.meta.etag();
     let mut response = scim(status, &render(state, record, projection));
-    if let Ok(etag) = header::HeaderValue::from_str(&record.meta.etag()) {
+    if let Ok(etag) = header::HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
@@ -66,8 +62,8 @@ pub async fn create(
 ) -> Result<HttpResponse> {
     let stored = resource::normalize(&state.registry().user, &body.0)?;
     let record = state.store.create_user(key.directory, stored).await?;
-    let mut response = single(&state, StatusCode::CREATED, &record, &projection_of(&request));
     let location = resource::location(state.registry().user.kind, &record.meta.id, &state.base_url);
+    let mut response = single(&state, StatusCode::CREATED, record, &projection_of(&request));
     if let Ok(location) = header::HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -86,7 +82,7 @@ pub async fn get(
             return Ok(not_modified(&record.meta));
         }
     }
-    Ok(single(&state, StatusCode::OK, &record, &projection_of(&request)))
+    Ok(single(&state, StatusCode::OK, record, &projection_of(&request)))
 }
 
 fn not_modified(meta: &Meta) -> HttpResponse {
@@ -107,7 +103,7 @@ pub async fn replace(
     let stored = resource::normalize(&state.registry().user, &body.0)?;
     let if_match = header_value(&request, header::IF_MATCH);
     let record = state.store.replace_user(key.directory, id.into_inner(), if_match, stored).await?;
-    Ok(single(&state, StatusCode::OK, &record, &projection_of(&request)))
+    Ok(single(&state, StatusCode::OK, record, &projection_of(&request)))
 }
 
 pub async fn patch(
@@ -125,7 +121,7 @@ pub async fn patch(
             patch::apply(&registry.user, current, &operations)
         })
         .await?;
-    Ok(single(&state, StatusCode::OK, &record, &projection_of(&request)))
+    Ok(single(&state, StatusCode::OK, record, &projection_of(&request)))
 }
 
 pub async fn delete(
@@ -167,6 +163,6 @@ async fn respond_list(
     };
     let start_index = list_request.start_index;
     let (total, records) = state.store.search_users(key.directory, list_request).await?;
-    let resources = records.iter().map(|r| render(state, r, &projection)).collect();
+    let resources = records.into_iter().map(|r| render(state, r, &projection)).collect();
     Ok(scim(StatusCode::OK, &list_response(total, start_index, resources)))
 }

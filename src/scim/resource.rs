@@ -264,8 +264,13 @@ pub fn keep_one_primary(values: &mut [Value]) {
     }
 }
 
-/// The full response representation of a stored resource.
-pub fn render(schema: &ResourceSchema, stored: &Stored, meta: &Meta, base_url: &str) -> Map<String, Value> {
+/// The full response representation of a stored resource (consumed: lists render many).
+pub fn render(
+    schema: &ResourceSchema,
+    mut stored: Stored,
+    meta: &Meta,
+    base_url: &str,
+) -> Map<String, Value> {
     let mut out = Map::with_capacity(stored.len() + 4);
     let mut schemas = vec![Value::String(schema.core.id.clone())];
     schemas.extend(
@@ -273,14 +278,10 @@ pub fn render(schema: &ResourceSchema, stored: &Stored, meta: &Meta, base_url: &
     );
     out.insert("schemas".into(), Value::Array(schemas));
     out.insert("id".into(), Value::String(meta.id.clone()));
-    if let Some(external_id) = stored.get("externalId") {
-        out.insert("externalId".into(), external_id.clone());
+    if let Some(external_id) = stored.shift_remove("externalId") {
+        out.insert("externalId".into(), external_id);
     }
-    for (key, value) in stored {
-        if key != "externalId" {
-            out.insert(key.clone(), value.clone());
-        }
-    }
+    out.extend(stored);
     out.insert("meta".into(), render_meta(schema.kind, meta, base_url));
     out
 }
@@ -379,7 +380,7 @@ mod tests {
             ENTERPRISE_USER_SCHEMA: {"department": "Ops"}}))
         .unwrap();
         let meta = Meta { id: "u1".into(), created_at: 0, modified_at: 1000, version: 3 };
-        let out = render(&registry.user, &stored, &meta, "http://h");
+        let out = render(&registry.user, stored, &meta, "http://h");
         assert_eq!(out["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
         assert_eq!(out["meta"]["location"], "http://h/scim/v2/Users/u1");
         assert_eq!(out["meta"]["version"], "W/\"3\"");

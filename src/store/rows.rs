@@ -58,3 +58,9 @@ pub struct CountRow {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub n: i64,
 }
+
+#[derive(Debug, QueryableByName)]
+pub struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub id: String,
+}

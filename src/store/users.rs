@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::filter_sql::{self, SqlFragment, SqlPart};
-use super::rows::{CountRow, UserRow, UserValueRow};
+use super::rows::{CountRow, IdRow, UserRow, UserValueRow};
 use super::schema::{user_values, users};
 use super::{now_millis, Backend, DbConn, Store};
 use crate::error::{Error, Result};
@@ -282,8 +282,10 @@ pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Re
     if query.limit == 0 || query.offset >= total {
         return Ok((total, Vec::new()));
     }
+    // The page's ids first: without a sort key this walks only the (directory_id, id) index,
+    // so skipping `offset` entries never reads the rows it skips. Then the rows themselves.
     let mut page = SqlFragment::new(backend);
-    page.push_sql("SELECT users.*");
+    page.push_sql("SELECT users.id");
     from_where(&mut page, directory, &query.filter);
     page.push_sql(" ORDER BY ");
     if let Some((key, order)) = &query.sort {
@@ -302,7 +304,13 @@ pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Re
     page.push(SqlPart::BigInt(i64::try_from(query.limit).unwrap_or(i64::MAX)));
     page.push_sql(" OFFSET ");
     page.push(SqlPart::BigInt(i64::try_from(query.offset).unwrap_or(i64::MAX)));
-    let rows: Vec<UserRow> = filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?;
+    let ids: Vec<IdRow> = filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?;
+    let ids: Vec<String> = ids.into_iter().map(|row| row.id).collect();
+    let mut rows: Vec<UserRow> =
+        users::table.filter(users::id.eq_any(&ids)).select(UserRow::as_select()).load(conn)?;
+    let position: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
+    rows.sort_by_key(|row| position.get(row.id.as_str()).copied().unwrap_or(usize::MAX));
     let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
     Ok((total, records))
 }
