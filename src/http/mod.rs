@@ -43,6 +43,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         .route(web::post().to(users::create))
                         .default_service(web::to(method_not_allowed)),
                 )
+                // Root search spans resource types; Users are the only type so far.
+                .service(
+                    web::resource("/.search")
+                        .route(web::post().to(users::search))
+                        .default_service(web::to(method_not_allowed)),
+                )
                 .service(
                     web::resource("/Users/.search")
                         .route(web::post().to(users::search))

@@ -108,7 +108,7 @@ fn apply_one(schema: &ResourceSchema, resource: &mut Stored, operation: &Operati
     match &operation.path {
         Some(text) => {
             let target = path::parse_patch_path(text, schema)?;
-            apply_target(resource, operation.op, &target, operation.value.as_ref(), text)
+            apply_target(schema, resource, operation.op, &target, operation.value.as_ref(), text)
         }
         None => {
             if operation.op == Op::Remove {
@@ -135,13 +135,13 @@ fn apply_one(schema: &ResourceSchema, resource: &mut Stored, operation: &Operati
                     for (name, value) in members {
                         let path_text = format!("{}:{name}", extension.id);
                         let target = path::parse_patch_path(&path_text, schema)?;
-                        apply_target(resource, operation.op, &target, Some(value), &path_text)?;
+                        apply_target(schema, resource, operation.op, &target, Some(value), &path_text)?;
                     }
                     continue;
                 }
                 // Entra sends dotted and URN-qualified attribute paths as keys.
                 let target = path::parse_patch_path(key, schema)?;
-                apply_target(resource, operation.op, &target, Some(value), key)?;
+                apply_target(schema, resource, operation.op, &target, Some(value), key)?;
             }
             Ok(())
         }
@@ -149,6 +149,7 @@ fn apply_one(schema: &ResourceSchema, resource: &mut Stored, operation: &Operati
 }
 
 fn apply_target(
+    schema: &ResourceSchema,
     resource: &mut Stored,
     op: Op,
     target: &PatchTarget,
@@ -156,13 +157,22 @@ fn apply_target(
     text: &str,
 ) -> Result<()> {
     match target {
-        PatchTarget::Extension(urn) => match op {
-            Op::Remove => {
+        PatchTarget::Extension(urn) => match (op, value) {
+            (Op::Remove, _) => {
                 resource.remove(urn);
                 Ok(())
             }
-            Op::Add | Op::Replace => Err(Error::InvalidPath(format!(
-                "path '{text}' names a whole extension: send its attributes without a path, or one path per attribute"
+            // Like a complex attribute: the listed attributes are set, the others kept.
+            (Op::Add | Op::Replace, Some(Value::Object(members))) => {
+                for (name, value) in members {
+                    let path_text = format!("{urn}:{name}");
+                    let target = path::parse_patch_path(&path_text, schema)?;
+                    apply_target(schema, resource, op, &target, Some(value), &path_text)?;
+                }
+                Ok(())
+            }
+            (Op::Add | Op::Replace, _) => Err(Error::InvalidValue(format!(
+                "'{text}' names an extension: its value must be an object of its attributes"
             ))),
         },
         PatchTarget::Attribute(attr) => {
@@ -509,6 +519,21 @@ mod tests {
         assert_eq!(out["displayName"], "A. Lee");
         assert_eq!(out[ENTERPRISE_USER_SCHEMA]["manager"], json!({"displayName": "Bo"}));
         assert_eq!(out[ENTERPRISE_USER_SCHEMA]["department"], "Ops");
+    }
+
+    #[test]
+    fn a_whole_extension_path_takes_an_object_of_its_attributes() {
+        let out = patch(json!([
+            {"op": "add", "path": ENTERPRISE_USER_SCHEMA, "value": {"costCenter": "7", "manager": {"displayName": "Bo"}}}
+        ]))
+        .unwrap();
+        assert_eq!(
+            out[ENTERPRISE_USER_SCHEMA],
+            json!({"department": "Ops", "costCenter": "7", "manager": {"displayName": "Bo"}})
+        );
+        let removed = patch(json!([{"op": "remove", "path": ENTERPRISE_USER_SCHEMA}])).unwrap();
+        assert!(removed.get(ENTERPRISE_USER_SCHEMA).is_none());
+        assert!(patch(json!([{"op": "replace", "path": ENTERPRISE_USER_SCHEMA, "value": "x"}])).is_err());
     }
 
     #[test]
