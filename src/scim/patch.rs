@@ -132,7 +132,9 @@ fn apply_one(schema: &ResourceSchema, resource: &mut Stored, operation: &Operati
                             extension.id
                         )));
                     };
-                    for (name, value) in members {
+                    for (name, value) in
+                        members.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("schemas"))
+                    {
                         let path_text = format!("{}:{name}", extension.id);
                         let target = path::parse_patch_path(&path_text, schema)?;
                         apply_target(schema, resource, operation.op, &target, Some(value), &path_text)?;
@@ -164,7 +166,9 @@ fn apply_target(
             }
             // Like a complex attribute: the listed attributes are set, the others kept.
             (Op::Add | Op::Replace, Some(Value::Object(members))) => {
-                for (name, value) in members {
+                // Clients echo `schemas` inside the extension object; it names no attribute.
+                for (name, value) in members.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("schemas"))
+                {
                     let path_text = format!("{urn}:{name}");
                     let target = path::parse_patch_path(&path_text, schema)?;
                     apply_target(schema, resource, op, &target, Some(value), &path_text)?;
@@ -524,7 +528,8 @@ mod tests {
     #[test]
     fn a_whole_extension_path_takes_an_object_of_its_attributes() {
         let out = patch(json!([
-            {"op": "add", "path": ENTERPRISE_USER_SCHEMA, "value": {"costCenter": "7", "manager": {"displayName": "Bo"}}}
+            {"op": "add", "path": ENTERPRISE_USER_SCHEMA,
+             "value": {"schemas": [ENTERPRISE_USER_SCHEMA], "costCenter": "7", "manager": {"displayName": "Bo"}}}
         ]))
         .unwrap();
         assert_eq!(
