@@ -274,18 +274,56 @@ pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Re
         DbConn::Sqlite(_) => Backend::Sqlite,
         DbConn::Postgres(_) => Backend::Postgres,
     };
-    let mut count = SqlFragment::new(backend);
-    count.push_sql("SELECT COUNT(*) AS n");
-    from_where(&mut count, directory, &query.filter);
-    let total: CountRow = filter_sql::apply(count, diesel::sql_query("").into_boxed()).get_result(conn)?;
-    let total = u64::try_from(total.n).unwrap_or(0);
-    if query.limit == 0 || query.offset >= total {
-        return Ok((total, Vec::new()));
-    }
-    // The page's ids first: without a sort key this walks only the (directory_id, id) index,
-    // so skipping `offset` entries never reads the rows it skips. Then the rows themselves.
+    let rows = if query.limit == 0 {
+        Vec::new()
+    } else if query.offset == 0 {
+        // The first page (and every lookup such as `userName eq`) reads its rows directly.
+        load_page(conn, backend, directory, query, "users.*")?
+    } else {
+        // Deeper pages find their ids first: without a sort key this walks only the
+        // (directory_id, id) index, so the skipped entries' rows are never read.
+        let ids: Vec<String> = load_page::<IdRow>(conn, backend, directory, query, "users.id")?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        let mut rows: Vec<UserRow> =
+            users::table.filter(users::id.eq_any(&ids)).select(UserRow::as_select()).load(conn)?;
+        let position: std::collections::HashMap<&str, usize> =
+            ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
+        rows.sort_by_key(|row| position.get(row.id.as_str()).copied().unwrap_or(usize::MAX));
+        rows
+    };
+    let returned = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+    // A page that is not full (and not past the end) already tells the total: no COUNT.
+    let page_tells_total = returned < query.limit && (returned > 0 || query.offset == 0);
+    let total = if page_tells_total {
+        query.offset + returned
+    } else {
+        let mut count = SqlFragment::new(backend);
+        count.push_sql("SELECT COUNT(*) AS n");
+        from_where(&mut count, directory, &query.filter);
+        let counted: CountRow =
+            filter_sql::apply(count, diesel::sql_query("").into_boxed()).get_result(conn)?;
+        u64::try_from(counted.n).unwrap_or(0)
+    };
+    let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
+    Ok((total, records))
+}
+
+/// `SELECT <columns>` of one page in the requested order, then by id (creation order).
+fn load_page<T>(
+    conn: &mut DbConn,
+    backend: Backend,
+    directory: &DirectoryId,
+    query: &UserQuery,
+    columns: &str,
+) -> Result<Vec<T>>
+where
+    T: diesel::QueryableByName<<DbConn as diesel::Connection>::Backend> + 'static,
+{
     let mut page = SqlFragment::new(backend);
-    page.push_sql("SELECT users.id");
+    page.push_sql("SELECT ");
+    page.push_sql(columns);
     from_where(&mut page, directory, &query.filter);
     page.push_sql(" ORDER BY ");
     if let Some((key, order)) = &query.sort {
@@ -304,15 +342,7 @@ pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Re
     page.push(SqlPart::BigInt(i64::try_from(query.limit).unwrap_or(i64::MAX)));
     page.push_sql(" OFFSET ");
     page.push(SqlPart::BigInt(i64::try_from(query.offset).unwrap_or(i64::MAX)));
-    let ids: Vec<IdRow> = filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?;
-    let ids: Vec<String> = ids.into_iter().map(|row| row.id).collect();
-    let mut rows: Vec<UserRow> =
-        users::table.filter(users::id.eq_any(&ids)).select(UserRow::as_select()).load(conn)?;
-    let position: std::collections::HashMap<&str, usize> =
-        ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
-    rows.sort_by_key(|row| position.get(row.id.as_str()).copied().unwrap_or(usize::MAX));
-    let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
-    Ok((total, records))
+    Ok(filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?)
 }
 
 impl Store {

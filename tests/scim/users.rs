@@ -220,6 +220,12 @@ async fn paging_is_one_based_stable_and_reports_totals(server: TestServer) {
         page.body["Resources"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
     assert_eq!(got, ids[2..4].to_vec(), "without sortBy, pages follow creation order");
 
+    // A last, partial page and a filtered first page report the same totals.
+    let last = server.get("/scim/v2/Users?startIndex=6&count=5").await;
+    assert_eq!((last.body["totalResults"].clone(), last.body["itemsPerPage"].clone()), (json!(7), json!(2)));
+    let filtered = server.get("/scim/v2/Users?filter=userName%20sw%20%22user1%22").await;
+    assert_eq!((filtered.body["totalResults"].clone(), filtered.body["itemsPerPage"].clone()), (json!(1), json!(1)));
+
     let only_total = server.get("/scim/v2/Users?count=0").await;
     assert_eq!(only_total.body["totalResults"], 7);
     assert_eq!(only_total.body["Resources"], json!([]));
