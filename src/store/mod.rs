@@ -8,6 +8,7 @@ pub mod conn;
 pub mod directories;
 pub mod filter_sql;
 pub mod keys;
+pub mod list_cache;
 pub mod migrate;
 pub mod rows;
 pub mod schema;
@@ -34,6 +35,8 @@ pub struct Store {
     /// SQLite: every write goes through one group-committing writer thread (see `writer`).
     /// PostgreSQL: writes run on pooled connections, concurrently.
     sqlite_writer: Option<writer::Writer>,
+    /// Totals and page ends of recent lists (see `list_cache`).
+    list_cache: Arc<list_cache::ListCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -62,7 +65,7 @@ impl Store {
             .connection_timeout(acquire_timeout)
             .build(conn::ConnectionManager::new(url))
             .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))?;
-        Ok(Store { pool, backend, registry, sqlite_writer })
+        Ok(Store { pool, backend, registry, sqlite_writer, list_cache: Arc::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -71,6 +74,14 @@ impl Store {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn list_cache(&self) -> &list_cache::ListCache {
+        &self.list_cache
+    }
+
+    fn list_cache_handle(&self) -> Arc<list_cache::ListCache> {
+        self.list_cache.clone()
     }
 
     /// Applies pending migrations; returns their names.

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::filter_sql::{self, SqlFragment, SqlPart};
+use super::list_cache::ListCache;
 use super::rows::{CountRow, IdRow, UserRow, UserValueRow};
 use super::schema::{user_values, users};
 use super::{now_millis, Backend, DbConn, Store};
@@ -269,20 +270,37 @@ fn sort_expression(sql: &mut SqlFragment, key: &SortKey) {
 
 /// Counts the matches and loads one page, ordered by the sort key, then by id (creation order),
 /// so pages are stable. Unassigned values sort last ascending and first descending.
-pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Result<(u64, Vec<UserRecord>)> {
+/// `generation` is `cache`'s generation of the directory, read before this transaction began.
+pub fn list(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    query: &UserQuery,
+    cache: &ListCache,
+    generation: u64,
+) -> Result<(u64, Vec<UserRecord>)> {
     let backend = match conn {
         DbConn::Sqlite(_) => Backend::Sqlite,
         DbConn::Postgres(_) => Backend::Postgres,
     };
+    // What identifies "the same list" for remembered totals and page ends.
+    let list_key = match &query.filter {
+        Some(fragment) => format!("{:?}", fragment.parts),
+        None => String::new(),
+    };
+    let cursor = match (&query.sort, query.offset) {
+        (None, offset) if offset > 0 => cache.cursor(&directory.0, &list_key, offset, generation),
+        _ => None,
+    };
     let rows = if query.limit == 0 {
         Vec::new()
-    } else if query.offset == 0 {
-        // The first page (and every lookup such as `userName eq`) reads its rows directly.
-        load_page(conn, backend, directory, query, "users.*")?
+    } else if query.offset == 0 || cursor.is_some() {
+        // The first page (and every lookup such as `userName eq`) reads its rows directly, and
+        // so does the page after one this process served: it continues after that page's last id.
+        load_page(conn, backend, directory, query, "users.*", cursor.as_deref())?
     } else {
-        // Deeper pages find their ids first: without a sort key this walks only the
+        // Other pages find their ids first: without a sort key this walks only the
         // (directory_id, id) index, so the skipped entries' rows are never read.
-        let ids: Vec<String> = load_page::<IdRow>(conn, backend, directory, query, "users.id")?
+        let ids: Vec<String> = load_page::<IdRow>(conn, backend, directory, query, "users.id", None)?
             .into_iter()
             .map(|row| row.id)
             .collect();
@@ -294,17 +312,32 @@ pub fn list(conn: &mut DbConn, directory: &DirectoryId, query: &UserQuery) -> Re
         rows
     };
     let returned = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-    // A page that is not full (and not past the end) already tells the total: no COUNT.
+    if query.sort.is_none() {
+        if let Some(last) = rows.last() {
+            cache.remember_cursor(
+                &directory.0,
+                &list_key,
+                query.offset + returned,
+                generation,
+                last.id.clone(),
+            );
+        }
+    }
+    // A page that is not full (and not past the end) already tells the total.
     let page_tells_total = returned < query.limit && (returned > 0 || query.offset == 0);
     let total = if page_tells_total {
         query.offset + returned
+    } else if let Some(total) = cache.total(&directory.0, &list_key, generation) {
+        total
     } else {
         let mut count = SqlFragment::new(backend);
         count.push_sql("SELECT COUNT(*) AS n");
         from_where(&mut count, directory, &query.filter);
         let counted: CountRow =
             filter_sql::apply(count, diesel::sql_query("").into_boxed()).get_result(conn)?;
-        u64::try_from(counted.n).unwrap_or(0)
+        let total = u64::try_from(counted.n).unwrap_or(0);
+        cache.remember_total(&directory.0, &list_key, generation, total);
+        total
     };
     let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
     Ok((total, records))
@@ -317,6 +350,7 @@ fn load_page<T>(
     directory: &DirectoryId,
     query: &UserQuery,
     columns: &str,
+    after: Option<&str>,
 ) -> Result<Vec<T>>
 where
     T: diesel::QueryableByName<<DbConn as diesel::Connection>::Backend> + 'static,
@@ -325,6 +359,10 @@ where
     page.push_sql("SELECT ");
     page.push_sql(columns);
     from_where(&mut page, directory, &query.filter);
+    if let Some(after) = after {
+        page.push_sql(" AND users.id > ");
+        page.push(SqlPart::Text(after.to_string()));
+    }
     page.push_sql(" ORDER BY ");
     if let Some((key, order)) = &query.sort {
         let direction = match order {
@@ -341,13 +379,26 @@ where
     page.push_sql("users.id ASC LIMIT ");
     page.push(SqlPart::BigInt(i64::try_from(query.limit).unwrap_or(i64::MAX)));
     page.push_sql(" OFFSET ");
-    page.push(SqlPart::BigInt(i64::try_from(query.offset).unwrap_or(i64::MAX)));
+    let offset = if after.is_some() { 0 } else { query.offset };
+    page.push(SqlPart::BigInt(i64::try_from(offset).unwrap_or(i64::MAX)));
     Ok(filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?)
 }
 
 impl Store {
+    /// A write to a directory's users; once committed, what lists remembered of it is stale.
+    async fn write_users<T, F>(&self, directory: &DirectoryId, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+    {
+        let written = self.write(work).await?;
+        self.list_cache().changed(&directory.0);
+        Ok(written)
+    }
+
     pub async fn create_user(&self, directory: DirectoryId, resource: Stored) -> Result<UserRecord> {
-        self.write(move |conn, registry| insert(conn, registry, &directory, resource)).await
+        let target = directory.clone();
+        self.write_users(&target, move |conn, registry| insert(conn, registry, &directory, resource)).await
     }
 
     pub async fn get_user(&self, directory: DirectoryId, id: String) -> Result<UserRecord> {
@@ -361,7 +412,8 @@ impl Store {
         if_match: Option<String>,
         replacement: Stored,
     ) -> Result<UserRecord> {
-        self.write(move |conn, registry| {
+        let target = directory.clone();
+        self.write_users(&target, move |conn, registry| {
             replace(conn, registry, &directory, &id, if_match.as_deref(), replacement)
         })
         .await
@@ -378,7 +430,8 @@ impl Store {
     where
         F: FnOnce(&Stored, &Registry) -> Result<Stored> + Send + 'static,
     {
-        self.write(move |conn, registry| {
+        let target = directory.clone();
+        self.write_users(&target, move |conn, registry| {
             modify(conn, registry, &directory, &id, if_match.as_deref(), |current| change(current, registry))
         })
         .await
@@ -390,7 +443,8 @@ impl Store {
         id: String,
         if_match: Option<String>,
     ) -> Result<()> {
-        self.write(move |conn, _| delete(conn, &directory, &id, if_match.as_deref())).await
+        let target = directory.clone();
+        self.write_users(&target, move |conn, _| delete(conn, &directory, &id, if_match.as_deref())).await
     }
 
     pub async fn list_users(
@@ -398,7 +452,9 @@ impl Store {
         directory: DirectoryId,
         query: UserQuery,
     ) -> Result<(u64, Vec<UserRecord>)> {
-        self.read(move |conn, _| list(conn, &directory, &query)).await
+        let cache = self.list_cache_handle();
+        let generation = cache.generation(&directory.0);
+        self.read(move |conn, _| list(conn, &directory, &query, &cache, generation)).await
     }
 }
 

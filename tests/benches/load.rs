@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo bench --bench load -- --backend sqlite --users 10000,100000 --concurrency 16,64 --seconds 10
 //! ```
+//! Operations (`--ops`): `create`, `lookup` (`userName eq`), `deactivate` (PATCH active),
+//! `page` (pages of 100 in order, as an IdP imports) and `page_random` (any page).
 //! PostgreSQL runs on a throwaway cluster this bench starts (like the tests do).
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
@@ -53,7 +55,7 @@ fn options() -> Option<Options> {
         sizes: list("--users", "10000").iter().map(|s| s.parse().unwrap()).collect(),
         concurrency: list("--concurrency", "16,64").iter().map(|s| s.parse().unwrap()).collect(),
         seconds: value("--seconds", "10").parse().unwrap(),
-        ops: list("--ops", "create,lookup,deactivate,page"),
+        ops: list("--ops", "create,lookup,deactivate,page,page_random"),
     })
 }
 
@@ -159,6 +161,8 @@ async fn drive(
                 state ^= state << 17;
                 state
             };
+            let first_page = random();
+            let mut n_local = 0u64;
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let request = match op.as_str() {
@@ -184,7 +188,15 @@ async fn drive(
                                 .to_string(),
                             )
                     }
+                    // As an IdP imports: page after page, each worker from its own random start.
                     "page" => {
+                        let pages = (users / 100).max(1);
+                        let page = (first_page + n_local) % pages;
+                        n_local += 1;
+                        client.get(format!("{base}/scim/v2/Users?startIndex={}&count=100", page * 100 + 1))
+                    }
+                    // Any page at random: every request pays for the offset.
+                    "page_random" => {
                         let pages = (users / 100).max(1);
                         let start = (random() % pages) * 100 + 1;
                         client.get(format!("{base}/scim/v2/Users?startIndex={start}&count=100"))

@@ -20,6 +20,7 @@ on_both_backends!(
     paging_is_one_based_stable_and_reports_totals,
     trailing_slash_is_the_same_endpoint,
     concurrent_writes_succeed_or_fail_independently,
+    paging_in_order_continues_where_the_last_page_ended_until_a_write,
 );
 
 async fn create_answers_201_with_location_etag_and_meta(server: TestServer) {
@@ -224,7 +225,10 @@ async fn paging_is_one_based_stable_and_reports_totals(server: TestServer) {
     let last = server.get("/scim/v2/Users?startIndex=6&count=5").await;
     assert_eq!((last.body["totalResults"].clone(), last.body["itemsPerPage"].clone()), (json!(7), json!(2)));
     let filtered = server.get("/scim/v2/Users?filter=userName%20sw%20%22user1%22").await;
-    assert_eq!((filtered.body["totalResults"].clone(), filtered.body["itemsPerPage"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (filtered.body["totalResults"].clone(), filtered.body["itemsPerPage"].clone()),
+        (json!(1), json!(1))
+    );
 
     let only_total = server.get("/scim/v2/Users?count=0").await;
     assert_eq!(only_total.body["totalResults"], 7);
@@ -257,4 +261,32 @@ async fn concurrent_writes_succeed_or_fail_independently(server: TestServer) {
     let conflicts = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
     assert_eq!((created, conflicts), (40, 20), "{statuses:?}");
     assert_eq!(server.get("/scim/v2/Users?count=0").await.body["totalResults"], 40);
+}
+
+async fn paging_in_order_continues_where_the_last_page_ended_until_a_write(server: TestServer) {
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(server.create_user(user_body(&format!("p{n}@example.com"))).await["id"].clone());
+    }
+    let page = |start: u64| {
+        let server = &server;
+        async move {
+            let reply = server.get(&format!("/scim/v2/Users?startIndex={start}&count=3")).await;
+            let got: Vec<Value> =
+                reply.body["Resources"].as_array().unwrap().iter().map(|r| r["id"].clone()).collect();
+            (reply.body["totalResults"].clone(), got)
+        }
+    };
+    // An IdP's import: each page continues after the one before (served from remembered ends).
+    assert_eq!(page(1).await, (json!(7), ids[0..3].to_vec()));
+    assert_eq!(page(4).await, (json!(7), ids[3..6].to_vec()));
+    assert_eq!(page(7).await, (json!(7), ids[6..7].to_vec()));
+    assert_eq!(page(4).await, (json!(7), ids[3..6].to_vec()), "asking again gives the same page");
+
+    // A write makes remembered positions and totals stale: offsets count afresh.
+    let first = format!("/scim/v2/Users/{}", ids[0].as_str().unwrap());
+    assert_eq!(server.delete(&first).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(page(4).await, (json!(6), ids[4..7].to_vec()));
+    server.create_user(user_body("p7@example.com")).await;
+    assert_eq!(page(1).await.0, json!(7));
 }
