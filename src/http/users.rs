@@ -47,8 +47,12 @@ fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Valu
 
 fn single(state: &AppState, status: StatusCode, record: UserRecord, projection: &Projection) -> HttpResponse {
     let etag = record.meta.etag();
-    let mut response = scim(status, &render(state, record, projection));
-    if let Ok(etag) = header::HeaderValue::from_str(&etag) {
+    with_etag(scim(status, &render(state, record, projection)), &etag)
+}
+
+/// The `ETag` header carries the same weak tag as `meta.version` (RFC 7644 §3.14).
+fn with_etag(mut response: HttpResponse, etag: &str) -> HttpResponse {
+    if let Ok(etag) = header::HeaderValue::from_str(etag) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
@@ -86,11 +90,7 @@ pub async fn get(
 }
 
 fn not_modified(meta: &Meta) -> HttpResponse {
-    let mut response = HttpResponse::NotModified().finish();
-    if let Ok(etag) = header::HeaderValue::from_str(&meta.etag()) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
+    with_etag(HttpResponse::NotModified().finish(), &meta.etag())
 }
 
 pub async fn replace(

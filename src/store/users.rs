@@ -312,7 +312,8 @@ pub fn list(
         rows
     };
     let returned = u64::try_from(rows.len()).unwrap_or(u64::MAX);
-    if query.sort.is_none() {
+    // Only a full page can have a next page to continue.
+    if query.sort.is_none() && returned == query.limit {
         if let Some(last) = rows.last() {
             cache.remember_cursor(
                 &directory.0,
