@@ -1,7 +1,5 @@
 //! Filter hot paths: parse + schema check, canonical printing, compilation to SQL, and
-//! in-memory matching. Register with
-//! `[[bench]] name = "filter" path = "tests/benches/filter.rs" harness = false`
-//! and `criterion` as a dev-dependency.
+//! in-memory matching. `cargo bench --bench filter`; figures in BENCHMARKS.md.
 
 #![allow(clippy::expect_used)] // a bench setup failure should stop the bench loudly
 
