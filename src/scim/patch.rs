@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::filter::{self, ValueFilter};
 use super::path::{self, PatchTarget, ResolvedAttr};
-use super::resource::{self, keep_one_primary, Stored};
+use super::resource::{self, demote_all_but, keep_one_primary, Stored};
 use super::schema::{Attribute, Mutability, ResourceSchema, PATCH_OP_SCHEMA};
 use crate::error::{Error, Result};
 
@@ -258,18 +258,9 @@ fn apply_attribute(
                         Some(Value::Array(existing)) => existing,
                         _ => Vec::new(),
                     };
-                    // A new primary value demotes the old one (RFC 7644 §3.5.2).
-                    if items.iter().any(|v| v.get("primary") == Some(&Value::Bool(true))) {
-                        for old in existing.iter_mut() {
-                            if let Value::Object(fields) = old {
-                                if fields.get("primary") == Some(&Value::Bool(true)) {
-                                    fields.insert("primary".into(), Value::Bool(false));
-                                }
-                            }
-                        }
-                    }
                     items.retain(|item| !existing.contains(item));
                     existing.extend(items);
+                    // A new primary value (appended last) demotes the old one (RFC 7644 §3.5.2).
                     keep_one_primary(&mut existing);
                     container.insert(name, Value::Array(existing));
                 }
@@ -410,13 +401,7 @@ fn apply_values(
                 if promoted {
                     // The matched value becomes the one primary value.
                     let winner = matched.first().copied().unwrap_or(items.len().saturating_sub(1));
-                    for (n, item) in items.iter_mut().enumerate() {
-                        if let Value::Object(fields) = item {
-                            if n != winner && fields.get("primary") == Some(&Value::Bool(true)) {
-                                fields.insert("primary".into(), Value::Bool(false));
-                            }
-                        }
-                    }
+                    demote_all_but(&mut items, winner);
                 }
             }
         }
@@ -559,6 +544,9 @@ mod tests {
             patch(json!([{"op": "add", "path": "emails", "value": [{"value": "ann@home", "type": "home"}]}]))
                 .unwrap();
         assert_eq!(same["emails"].as_array().unwrap().len(), 2);
+        let primary = json!([{"op": "add", "path": "emails",
+            "value": [{"value": "ann@work", "type": "work", "primary": true}]}]);
+        assert_eq!(patch(primary).unwrap(), user(), "re-adding the primary value changes nothing");
     }
 
     #[test]

@@ -250,15 +250,17 @@ fn describe(value: &Value) -> String {
 
 /// At most one value may be primary (RFC 7643 §2.4): the last one marked wins.
 pub fn keep_one_primary(values: &mut [Value]) {
-    let last_primary = values.iter().rposition(|v| v.get("primary") == Some(&Value::Bool(true)));
-    if let Some(winner) = last_primary {
-        for (pos, value) in values.iter_mut().enumerate() {
-            if pos != winner {
-                if let Some(Value::Object(fields)) = Some(value) {
-                    if fields.get("primary") == Some(&Value::Bool(true)) {
-                        fields.insert("primary".into(), Value::Bool(false));
-                    }
-                }
+    if let Some(winner) = values.iter().rposition(|v| v.get("primary") == Some(&Value::Bool(true))) {
+        demote_all_but(values, winner);
+    }
+}
+
+/// Sets `primary` to false on every value but `winner` that claims it.
+pub fn demote_all_but(values: &mut [Value], winner: usize) {
+    for (pos, value) in values.iter_mut().enumerate() {
+        if let (true, Value::Object(fields)) = (pos != winner, value) {
+            if fields.get("primary") == Some(&Value::Bool(true)) {
+                fields.insert("primary".into(), Value::Bool(false));
             }
         }
     }

@@ -76,14 +76,6 @@ impl Store {
         &self.registry
     }
 
-    pub fn list_cache(&self) -> &list_cache::ListCache {
-        &self.list_cache
-    }
-
-    fn list_cache_handle(&self) -> Arc<list_cache::ListCache> {
-        self.list_cache.clone()
-    }
-
     /// Applies pending migrations; returns their names.
     pub fn migrate(&self) -> Result<Vec<String>> {
         let mut conn = self.connection()?;

@@ -393,7 +393,7 @@ impl Store {
         F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
     {
         let written = self.write(work).await?;
-        self.list_cache().changed(&directory.0);
+        self.list_cache.changed(&directory.0);
         Ok(written)
     }
 
@@ -453,7 +453,7 @@ impl Store {
         directory: DirectoryId,
         query: UserQuery,
     ) -> Result<(u64, Vec<UserRecord>)> {
-        let cache = self.list_cache_handle();
+        let cache = self.list_cache.clone();
         let generation = cache.generation(&directory.0);
         self.read(move |conn, _| list(conn, &directory, &query, &cache, generation)).await
     }
