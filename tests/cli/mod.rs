@@ -198,3 +198,27 @@ fn first_serve_on_an_empty_database_prints_a_working_key_once() {
     assert!(!second.contains("scimd_"), "the key must never be printed again:\n{second}");
     assert_eq!(http_get_status(&bind, "/scim/v2/Users", Some(&key)), Some(200), "the first key still works");
 }
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("stop.db").display());
+    let (mut server, printed, bind) = serve(dir.path(), &db);
+    let key = printed.split_whitespace().find(|w| is_key(w)).unwrap().to_string();
+    let pid = server.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "scimd did not stop within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "SIGTERM is a normal stop: {exit:?}");
+    assert_eq!(http_get_status(&bind, "/healthz", None), None, "nothing listens any more");
+    // What was committed before the stop is there after a restart.
+    let (_again, _, bind) = serve(dir.path(), &db);
+    assert_eq!(http_get_status(&bind, "/scim/v2/Users", Some(&key)), Some(200));
+}
