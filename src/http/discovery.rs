@@ -44,45 +44,34 @@ pub async fn service_provider_config(
 
 pub async fn resource_types(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse> {
     refuse_filter(&request)?;
-    let all: Vec<Value> = state
-        .registry()
-        .documents
-        .resource_types
-        .iter()
-        .map(|d| located(d.clone(), &state.base_url))
-        .collect();
-    Ok(scim(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
+    Ok(all(&state.registry().documents.resource_types, &state.base_url))
 }
 
 pub async fn resource_type(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    let found = state
-        .registry()
-        .documents
-        .resource_types
-        .iter()
-        .find(|d| d["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&name)));
-    match found {
-        Some(document) => Ok(scim(StatusCode::OK, &located(document.clone(), &state.base_url))),
-        None => Err(Error::NotFound(format!("no resource type '{name}'; see /scim/v2/ResourceTypes"))),
-    }
+    one(&state.registry().documents.resource_types, &name, &state.base_url)
+        .ok_or_else(|| Error::NotFound(format!("no resource type '{name}'; see /scim/v2/ResourceTypes")))
 }
 
 pub async fn schemas(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse> {
     refuse_filter(&request)?;
-    let all: Vec<Value> =
-        state.registry().documents.schemas.iter().map(|d| located(d.clone(), &state.base_url)).collect();
-    Ok(scim(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
+    Ok(all(&state.registry().documents.schemas, &state.base_url))
 }
 
 pub async fn schema(state: web::Data<AppState>, urn: web::Path<String>) -> Result<HttpResponse> {
-    let found = state
-        .registry()
-        .documents
-        .schemas
+    one(&state.registry().documents.schemas, &urn, &state.base_url)
+        .ok_or_else(|| Error::NotFound(format!("no schema '{urn}'; see /scim/v2/Schemas")))
+}
+
+/// Every document, as a ListResponse.
+fn all(documents: &[Value], base_url: &str) -> HttpResponse {
+    let located_all: Vec<Value> = documents.iter().map(|d| located(d.clone(), base_url)).collect();
+    scim(StatusCode::OK, &list_response(located_all.len() as u64, 1, located_all))
+}
+
+/// The document with this id (case-insensitive, like every SCIM name).
+fn one(documents: &[Value], id: &str, base_url: &str) -> Option<HttpResponse> {
+    documents
         .iter()
-        .find(|d| d["id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(&urn)));
-    match found {
-        Some(document) => Ok(scim(StatusCode::OK, &located(document.clone(), &state.base_url))),
-        None => Err(Error::NotFound(format!("no schema '{urn}'; see /scim/v2/Schemas"))),
-    }
+        .find(|d| d.get("id").and_then(Value::as_str).is_some_and(|known| known.eq_ignore_ascii_case(id)))
+        .map(|document| scim(StatusCode::OK, &located(document.clone(), base_url)))
 }
