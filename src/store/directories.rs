@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use super::rows::DirectoryRow;
 use super::schema::directories;
-use super::{now_millis, DbConn, Store};
+use super::{now_millis, DbConn};
 use crate::error::{Error, Result};
 use crate::ids::DirectoryId;
 
@@ -80,10 +80,4 @@ pub fn list(conn: &mut DbConn) -> Result<Vec<Directory>> {
 
 pub fn count(conn: &mut DbConn) -> Result<i64> {
     Ok(directories::table.count().get_result(conn)?)
-}
-
-impl Store {
-    pub async fn create_directory(&self, slug: String, name: String) -> Result<Directory> {
-        self.write(move |conn, _| insert(conn, &slug, &name)).await
-    }
 }
