@@ -9,17 +9,15 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::app::AppState;
 use crate::error::Error;
-use crate::ids::{DirectoryId, KeyId};
+use crate::store::keys::Principal;
 
 pub const MISSING_KEY: &str =
     "this endpoint needs a directory key: send 'Authorization: Bearer <key>' (issue one with 'scimd key issue <directory>')";
 
-/// A request authenticated by a directory key.
+/// A request authenticated by a directory key. Store methods take the principal and confirm the
+/// key again inside their own transaction (see `store::keys::confirm`).
 #[derive(Debug, Clone)]
-pub struct DirectoryKey {
-    pub directory: DirectoryId,
-    pub key_id: KeyId,
-}
+pub struct DirectoryKey(pub Principal);
 
 /// The token from `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235).
 fn bearer_token(request: &HttpRequest) -> Result<String, Error> {
@@ -50,7 +48,7 @@ impl FromRequest for DirectoryKey {
             match state.store.authenticate(token).await? {
                 Ok(principal) => {
                     tracing::Span::current().record("directory_id", principal.directory_id.as_str());
-                    Ok(DirectoryKey { directory: principal.directory_id, key_id: principal.key_id })
+                    Ok(DirectoryKey(principal))
                 }
                 Err(refusal) => Err(Error::Unauthorized(refusal.detail().into())),
             }

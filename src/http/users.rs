@@ -65,7 +65,7 @@ pub async fn create(
     body: JsonBody,
 ) -> Result<HttpResponse> {
     let stored = resource::normalize(&state.registry().user, &body.0)?;
-    let record = state.store.create_user(key.directory, stored).await?;
+    let record = state.store.create_user(key.0, stored).await?;
     let location = resource::location(state.registry().user.kind, &record.meta.id, &state.base_url);
     let mut response = single(&state, StatusCode::CREATED, record, &projection_of(&request));
     if let Ok(location) = header::HeaderValue::from_str(&location) {
@@ -80,7 +80,7 @@ pub async fn get(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let record = state.store.get_user(key.directory, id.into_inner()).await?;
+    let record = state.store.get_user(key.0, id.into_inner()).await?;
     if let Some(tags) = header_value(&request, header::IF_NONE_MATCH) {
         if resource::if_match_admits(&tags, &record.meta) {
             return Ok(not_modified(&record.meta));
@@ -102,7 +102,7 @@ pub async fn replace(
 ) -> Result<HttpResponse> {
     let stored = resource::normalize(&state.registry().user, &body.0)?;
     let if_match = header_value(&request, header::IF_MATCH);
-    let record = state.store.replace_user(key.directory, id.into_inner(), if_match, stored).await?;
+    let record = state.store.replace_user(key.0, id.into_inner(), if_match, stored).await?;
     Ok(single(&state, StatusCode::OK, record, &projection_of(&request)))
 }
 
@@ -117,7 +117,7 @@ pub async fn patch(
     let if_match = header_value(&request, header::IF_MATCH);
     let record = state
         .store
-        .patch_user(key.directory, id.into_inner(), if_match, move |current, registry| {
+        .patch_user(key.0, id.into_inner(), if_match, move |current, registry| {
             patch::apply(&registry.user, current, &operations)
         })
         .await?;
@@ -131,7 +131,7 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
     let if_match = header_value(&request, header::IF_MATCH);
-    state.store.delete_user(key.directory, id.into_inner(), if_match).await?;
+    state.store.delete_user(key.0, id.into_inner(), if_match).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -162,7 +162,7 @@ async fn respond_list(
         excluded: list_request.excluded_attributes.clone(),
     };
     let start_index = list_request.start_index;
-    let (total, records) = state.store.search_users(key.directory, list_request).await?;
+    let (total, records) = state.store.search_users(key.0, list_request).await?;
     let resources = records.into_iter().map(|r| render(state, r, &projection)).collect();
     Ok(scim(StatusCode::OK, &list_response(total, start_index, resources)))
 }

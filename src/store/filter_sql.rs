@@ -12,8 +12,9 @@
 //! Text compares bytewise on both backends (SQLite's default, PostgreSQL `COLLATE "C"`).
 //! `LIKE` is never used: SQLite's is ASCII-case-insensitive, which would break `caseExact`.
 
-use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::sql_types::{BigInt, Bool, Integer, Text};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Bool, Integer, Text, Untyped};
+use diesel::{QueryResult, RunQueryDsl};
 use serde_json::{Map, Value};
 
 use super::conn::{Backend, DbConn};
@@ -80,55 +81,70 @@ impl SqlFragment {
             .collect()
     }
 
-    /// The SQL with the backend's placeholder for every bind: `?` on SQLite, `$1`, `$2`, ... on
-    /// PostgreSQL.
-    pub fn to_sql(&self) -> String {
-        let mut sql = String::new();
-        let mut binds = 0;
-        for part in &self.parts {
-            match (part, self.backend) {
-                (SqlPart::Sql(text), _) => sql.push_str(text),
-                (_, Backend::Sqlite) => sql.push('?'),
-                (_, Backend::Postgres) => {
-                    binds += 1;
-                    sql.push_str(&format!("${binds}"));
-                }
-            }
-        }
-        sql
-    }
-
     /// The bind values, for tests and logs.
     pub fn binds(&self) -> impl Iterator<Item = &SqlPart> {
         self.parts.iter().filter(|part| !matches!(part, SqlPart::Sql(_)))
     }
 }
 
-/// Appends a fragment to a boxed raw query: its SQL with a placeholder per bind (see
-/// [`SqlFragment::to_sql`]), then its binds. PostgreSQL numbers placeholders across the whole
-/// statement, so the query must have no binds of its own: put them in the fragment instead, e.g.
+/// A whole statement built as a [`SqlFragment`], ready to run with diesel's `RunQueryDsl`
+/// (`load`, `get_result`, `execute`). Binds are written in the backend's placeholder syntax.
 ///
-/// ```ignore
-/// let mut sql = SqlFragment::new(backend);
-/// sql.push_sql("SELECT users.id FROM users WHERE users.directory_id = ");
-/// sql.push(SqlPart::Text(directory_id.to_string()));
-/// sql.push_sql(" AND (");
-/// sql.append(filter_sql::compile(&filter, directory_id, backend));
-/// sql.push_sql(")");
-/// let rows = filter_sql::apply(sql, diesel::sql_query("").into_boxed()).load::<IdRow>(conn)?;
-/// ```
-pub fn apply<'f>(
+/// A statement marked [`Statement::cached`] keeps its prepared form on each connection
+/// (diesel's statement cache, keyed by the SQL text), which spares SQLite re-parsing it on
+/// every request. That cache is unbounded, so only statements whose shapes come from a small
+/// fixed set may be cached (see [`is_bounded_shape`]); any other one is prepared afresh.
+#[derive(Debug, Clone)]
+pub struct Statement {
     fragment: SqlFragment,
-    query: BoxedSqlQuery<'f, Db, SqlQuery>,
-) -> BoxedSqlQuery<'f, Db, SqlQuery> {
-    let query = query.sql(fragment.to_sql());
-    fragment.parts.into_iter().fold(query, |query, part| match part {
-        SqlPart::Sql(_) => query,
-        SqlPart::Text(value) => query.bind::<Text, _>(value),
-        SqlPart::Int(value) => query.bind::<Integer, _>(value),
-        SqlPart::BigInt(value) => query.bind::<BigInt, _>(value),
-        SqlPart::Bool(value) => query.bind::<Bool, _>(value),
-    })
+    cached: bool,
+}
+
+impl Statement {
+    pub fn once(fragment: SqlFragment) -> Statement {
+        Statement { fragment, cached: false }
+    }
+
+    pub fn cached(fragment: SqlFragment) -> Statement {
+        Statement { fragment, cached: true }
+    }
+}
+
+impl QueryFragment<Db> for Statement {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Db>) -> QueryResult<()> {
+        if !self.cached {
+            out.unsafe_to_cache_prepared();
+        }
+        for part in &self.fragment.parts {
+            match part {
+                SqlPart::Sql(sql) => out.push_sql(sql),
+                SqlPart::Text(value) => out.push_bind_param::<Text, _>(value)?,
+                SqlPart::Int(value) => out.push_bind_param::<Integer, _>(value)?,
+                SqlPart::BigInt(value) => out.push_bind_param::<BigInt, _>(value)?,
+                SqlPart::Bool(value) => out.push_bind_param::<Bool, _>(value)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl QueryId for Statement {
+    type QueryId = ();
+    // No static id: the cache keys such statements by their SQL text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Statement {
+    type SqlType = Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for Statement {}
+
+/// Whether a filter's compiled SQL comes from a bounded set of shapes (one per attribute and
+/// operator), so statements around it may be cached: a single comparison or presence test,
+/// which is what IdPs send (`userName eq`, `externalId eq`).
+pub fn is_bounded_shape(filter: &Filter) -> bool {
+    matches!(filter, Filter::Compare { .. } | Filter::Present(_))
 }
 
 /// Compiles a User filter to a boolean SQL expression over `users`, for the directory
@@ -498,6 +514,18 @@ mod tests {
     }
 
     #[test]
+    fn only_single_comparisons_are_cacheable_shapes() {
+        let bounded = |text: &str| is_bounded_shape(&filter::parse(text, &user()).unwrap());
+        assert!(bounded(r#"userName eq "a""#));
+        assert!(bounded(r#"emails.value co "@example.com""#));
+        assert!(bounded("title pr"));
+        // Compositions multiply shapes without bound: each would stay prepared forever.
+        assert!(!bounded(r#"userName eq "a" or userName eq "b""#));
+        assert!(!bounded(r#"not (userName eq "a")"#));
+        assert!(!bounded(r#"emails[type eq "work"]"#));
+    }
+
+    #[test]
     fn golden_sql_for_representative_filters() {
         let cases = [
             (r#"userName eq "Alice""#, "users.user_name_folded = ?"),
@@ -622,19 +650,6 @@ mod tests {
         assert_eq!(prefix_upper_bound(""), None);
     }
 
-    #[test]
-    fn postgres_placeholders_are_numbered() {
-        let mut fragment = SqlFragment::new(Backend::Postgres);
-        fragment.push_sql("SELECT 1 WHERE ");
-        fragment.append(sql(r#"userName eq "a" and title eq "b""#, Backend::Postgres));
-        let debug = fragment.to_sql();
-        assert!(
-            debug.starts_with("SELECT 1 WHERE (users.user_name_folded = $1 AND users.id IN (SELECT"),
-            "{debug}"
-        );
-        assert!(debug.contains("v1.directory_id = $2 AND v1.attr = $3 AND v1.value = $4)"), "{debug}");
-    }
-
     // --- compile agrees with matches, on a real database. ---
 
     #[derive(QueryableByName)]
@@ -673,13 +688,13 @@ mod tests {
                 insert.push(part);
             }
             insert.push_sql(")");
-            apply(insert, diesel::sql_query("").into_boxed()).execute(&mut conn).unwrap();
+            Statement::once(insert).execute(&mut conn).unwrap();
             Fixture { conn, backend, schema: user() }
         }
 
         fn execute(&mut self, parts: Vec<SqlPart>) {
             let fragment = SqlFragment { backend: self.backend, parts };
-            apply(fragment, diesel::sql_query("").into_boxed()).execute(&mut self.conn).unwrap();
+            Statement::once(fragment).execute(&mut self.conn).unwrap();
         }
 
         /// Stores users as the store does, and returns them rendered (with id and meta).
@@ -773,9 +788,8 @@ mod tests {
             query.push_sql(" AND (");
             query.append(compile(filter, "d1", self.backend));
             query.push_sql(")");
-            let rows: Vec<IdRow> = apply(query, diesel::sql_query("").into_boxed())
-                .load(&mut self.conn)
-                .unwrap_or_else(|e| panic!("{filter}: {e}"));
+            let rows: Vec<IdRow> =
+                Statement::once(query).load(&mut self.conn).unwrap_or_else(|e| panic!("{filter}: {e}"));
             rows.into_iter().map(|r| r.id).collect()
         }
     }

@@ -130,19 +130,86 @@ pub fn authenticate(conn: &mut DbConn, presented: &str, now: i64) -> Result<Resu
     let Some(row) = candidates.into_iter().find(|row| token::verify(presented, &row.hash)) else {
         return Ok(Err(Refusal::Unknown));
     };
-    if row.revoked_at.is_some() {
-        return Ok(Err(Refusal::Revoked));
-    }
-    if row.expires_at.is_some_and(|at| at <= now) {
-        return Ok(Err(Refusal::Expired));
+    if let Some(refusal) = refusal(row.revoked_at, row.expires_at, now) {
+        return Ok(Err(refusal));
     }
     Ok(Ok(Principal { key_id: KeyId(row.id), directory_id: DirectoryId(row.directory_id) }))
 }
 
+fn refusal(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> Option<Refusal> {
+    if revoked_at.is_some() {
+        Some(Refusal::Revoked)
+    } else if expires_at.is_some_and(|at| at <= now) {
+        Some(Refusal::Expired)
+    } else {
+        None
+    }
+}
+
+/// Re-checks, inside a request's own transaction, a key accepted earlier (possibly from
+/// [`KnownKeys`]): a revocation or expiry refuses the very next request, on every instance
+/// sharing the database, at the cost of one primary-key read instead of a separate round trip.
+pub fn confirm(conn: &mut DbConn, principal: &Principal, now: i64) -> Result<()> {
+    let state: Option<(Option<i64>, Option<i64>)> = directory_keys::table
+        .find(principal.key_id.as_str())
+        .select((directory_keys::revoked_at, directory_keys::expires_at))
+        .first(conn)
+        .optional()?;
+    let refused = match state {
+        None => Some(Refusal::Unknown),
+        Some((revoked_at, expires_at)) => refusal(revoked_at, expires_at, now),
+    };
+    match refused {
+        None => Ok(()),
+        Some(refusal) => Err(Error::Unauthorized(refusal.detail().into())),
+    }
+}
+
+/// Keys this process has verified, by token hash. A key's directory never changes, so a hit
+/// spares the hash lookup; whether the key is still valid is [`confirm`]ed by every request.
+#[derive(Debug, Default)]
+pub struct KnownKeys {
+    by_hash: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
+}
+
+/// Bounds the memory a flood of distinct valid keys could take; past it the map starts over.
+const KNOWN_KEYS_LIMIT: usize = 10_000;
+
+impl KnownKeys {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        self.by_hash.lock().ok()?.get(hash).cloned()
+    }
+
+    fn remember(&self, hash: String, principal: Principal) {
+        if let Ok(mut known) = self.by_hash.lock() {
+            if known.len() >= KNOWN_KEYS_LIMIT {
+                known.clear();
+            }
+            known.insert(hash, principal);
+        }
+    }
+
+    /// Drops a key that [`confirm`] refused, so its next use is refused before any work.
+    pub fn forget(&self, key_id: &KeyId) {
+        if let Ok(mut known) = self.by_hash.lock() {
+            known.retain(|_, principal| &principal.key_id != key_id);
+        }
+    }
+}
+
 impl Store {
-    /// Resolves a bearer token to its directory. Read on every request, so revocation and
-    /// expiry take effect on the very next one, on every instance sharing the database.
+    /// Resolves a bearer token to its directory: from memory when this process has seen the
+    /// key, otherwise from the database. The store methods that act for the principal
+    /// [`confirm`] it again in their own transaction.
     pub async fn authenticate(&self, presented: String) -> Result<Result<Principal, Refusal>> {
-        self.read(move |conn, _| authenticate(conn, &presented, now_millis())).await
+        let hash = token::hash(&presented);
+        if let Some(principal) = self.known_keys.get(&hash) {
+            return Ok(Ok(principal));
+        }
+        let verdict = self.read(move |conn, _| authenticate(conn, &presented, now_millis())).await?;
+        if let Ok(principal) = &verdict {
+            self.known_keys.remember(hash, principal.clone());
+        }
+        Ok(verdict)
     }
 }

@@ -23,7 +23,9 @@ use diesel::connection::Connection;
 pub use conn::{Backend, DatabaseUrl, DbConn};
 
 use crate::error::{Error, Result};
+use crate::ids::{DirectoryId, KeyId};
 use crate::scim::schema::Registry;
+use keys::Principal;
 
 type Pool = r2d2::Pool<conn::ConnectionManager>;
 
@@ -37,6 +39,8 @@ pub struct Store {
     sqlite_writer: Option<writer::Writer>,
     /// Totals and page ends of recent lists (see `list_cache`).
     list_cache: Arc<list_cache::ListCache>,
+    /// Keys this process has verified (see `keys::KnownKeys`).
+    known_keys: Arc<keys::KnownKeys>,
 }
 
 impl std::fmt::Debug for Store {
@@ -65,7 +69,14 @@ impl Store {
             .connection_timeout(acquire_timeout)
             .build(conn::ConnectionManager::new(url))
             .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))?;
-        Ok(Store { pool, backend, registry, sqlite_writer, list_cache: Arc::default() })
+        Ok(Store {
+            pool,
+            backend,
+            registry,
+            sqlite_writer,
+            list_cache: Arc::default(),
+            known_keys: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -115,6 +126,47 @@ impl Store {
                 let store = self.clone();
                 run_blocking(move || store.write_now(work)).await
             }
+        }
+    }
+
+    /// [`Store::read`] on behalf of a key holder: the key is [`keys::confirm`]ed first, in the
+    /// same transaction, so the request needs no separate round trip to check it.
+    pub async fn read_as<T, F>(&self, principal: Principal, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry, &DirectoryId) -> Result<T> + Send + 'static,
+    {
+        let key_id = principal.key_id.clone();
+        let result = self
+            .read(move |conn, registry| {
+                keys::confirm(conn, &principal, now_millis())?;
+                work(conn, registry, &principal.directory_id)
+            })
+            .await;
+        self.forget_if_refused(&key_id, &result);
+        result
+    }
+
+    /// [`Store::write`] on behalf of a key holder, confirmed as in [`Store::read_as`].
+    pub async fn write_as<T, F>(&self, principal: Principal, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry, &DirectoryId) -> Result<T> + Send + 'static,
+    {
+        let key_id = principal.key_id.clone();
+        let result = self
+            .write(move |conn, registry| {
+                keys::confirm(conn, &principal, now_millis())?;
+                work(conn, registry, &principal.directory_id)
+            })
+            .await;
+        self.forget_if_refused(&key_id, &result);
+        result
+    }
+
+    fn forget_if_refused<T>(&self, key_id: &KeyId, result: &Result<T>) {
+        if let Err(Error::Unauthorized(_)) = result {
+            self.known_keys.forget(key_id);
         }
     }
 

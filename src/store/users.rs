@@ -4,7 +4,8 @@
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::filter_sql::{self, SqlFragment, SqlPart};
+use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
+use super::keys::Principal;
 use super::list_cache::ListCache;
 use super::rows::{CountRow, IdRow, UserRow, UserValueRow};
 use super::schema::{user_values, users};
@@ -40,6 +41,9 @@ pub struct UserQuery {
     /// 0-based offset.
     pub offset: u64,
     pub limit: u64,
+    /// The statements come from a bounded set of shapes and may stay prepared (see
+    /// [`filter_sql::Statement`]).
+    pub bounded_shape: bool,
 }
 
 fn record(row: UserRow) -> Result<UserRecord> {
@@ -334,8 +338,7 @@ pub fn list(
         let mut count = SqlFragment::new(backend);
         count.push_sql("SELECT COUNT(*) AS n");
         from_where(&mut count, directory, &query.filter);
-        let counted: CountRow =
-            filter_sql::apply(count, diesel::sql_query("").into_boxed()).get_result(conn)?;
+        let counted: CountRow = statement(count, query).get_result(conn)?;
         let total = u64::try_from(counted.n).unwrap_or(0);
         cache.remember_total(&directory.0, &list_key, generation, total);
         total
@@ -382,40 +385,50 @@ where
     page.push_sql(" OFFSET ");
     let offset = if after.is_some() { 0 } else { query.offset };
     page.push(SqlPart::BigInt(i64::try_from(offset).unwrap_or(i64::MAX)));
-    Ok(filter_sql::apply(page, diesel::sql_query("").into_boxed()).load(conn)?)
+    Ok(statement(page, query).load(conn)?)
+}
+
+fn statement(fragment: SqlFragment, query: &UserQuery) -> Statement {
+    if query.bounded_shape {
+        Statement::cached(fragment)
+    } else {
+        Statement::once(fragment)
+    }
 }
 
 impl Store {
     /// A write to a directory's users; once committed, what lists remembered of it is stale.
-    async fn write_users<T, F>(&self, directory: &DirectoryId, work: F) -> Result<T>
+    async fn write_users<T, F>(&self, principal: Principal, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry, &DirectoryId) -> Result<T> + Send + 'static,
     {
-        let written = self.write(work).await?;
+        let directory = principal.directory_id.clone();
+        let written = self.write_as(principal, work).await?;
         self.list_cache.changed(&directory.0);
         Ok(written)
     }
 
-    pub async fn create_user(&self, directory: DirectoryId, resource: Stored) -> Result<UserRecord> {
-        let target = directory.clone();
-        self.write_users(&target, move |conn, registry| insert(conn, registry, &directory, resource)).await
+    pub async fn create_user(&self, principal: Principal, resource: Stored) -> Result<UserRecord> {
+        self.write_users(principal, move |conn, registry, directory| {
+            insert(conn, registry, directory, resource)
+        })
+        .await
     }
 
-    pub async fn get_user(&self, directory: DirectoryId, id: String) -> Result<UserRecord> {
-        self.read(move |conn, _| get(conn, &directory, &id)).await
+    pub async fn get_user(&self, principal: Principal, id: String) -> Result<UserRecord> {
+        self.read_as(principal, move |conn, _, directory| get(conn, directory, &id)).await
     }
 
     pub async fn replace_user(
         &self,
-        directory: DirectoryId,
+        principal: Principal,
         id: String,
         if_match: Option<String>,
         replacement: Stored,
     ) -> Result<UserRecord> {
-        let target = directory.clone();
-        self.write_users(&target, move |conn, registry| {
-            replace(conn, registry, &directory, &id, if_match.as_deref(), replacement)
+        self.write_users(principal, move |conn, registry, directory| {
+            replace(conn, registry, directory, &id, if_match.as_deref(), replacement)
         })
         .await
     }
@@ -423,7 +436,7 @@ impl Store {
     /// Applies `change` to the current resource inside the transaction; any error leaves it as it was.
     pub async fn patch_user<F>(
         &self,
-        directory: DirectoryId,
+        principal: Principal,
         id: String,
         if_match: Option<String>,
         change: F,
@@ -431,31 +444,30 @@ impl Store {
     where
         F: FnOnce(&Stored, &Registry) -> Result<Stored> + Send + 'static,
     {
-        let target = directory.clone();
-        self.write_users(&target, move |conn, registry| {
-            modify(conn, registry, &directory, &id, if_match.as_deref(), |current| change(current, registry))
+        self.write_users(principal, move |conn, registry, directory| {
+            modify(conn, registry, directory, &id, if_match.as_deref(), |current| change(current, registry))
         })
         .await
     }
 
     pub async fn delete_user(
         &self,
-        directory: DirectoryId,
+        principal: Principal,
         id: String,
         if_match: Option<String>,
     ) -> Result<()> {
-        let target = directory.clone();
-        self.write_users(&target, move |conn, _| delete(conn, &directory, &id, if_match.as_deref())).await
+        self.write_users(principal, move |conn, _, directory| {
+            delete(conn, directory, &id, if_match.as_deref())
+        })
+        .await
     }
 
-    pub async fn list_users(
-        &self,
-        directory: DirectoryId,
-        query: UserQuery,
-    ) -> Result<(u64, Vec<UserRecord>)> {
+    pub async fn list_users(&self, principal: Principal, query: UserQuery) -> Result<(u64, Vec<UserRecord>)> {
         let cache = self.list_cache.clone();
-        let generation = cache.generation(&directory.0);
-        self.read(move |conn, _| list(conn, &directory, &query, &cache, generation)).await
+        // Read before the transaction starts (see `list_cache`).
+        let generation = cache.generation(&principal.directory_id.0);
+        self.read_as(principal, move |conn, _, directory| list(conn, directory, &query, &cache, generation))
+            .await
     }
 }
 
@@ -464,23 +476,30 @@ impl Store {
     /// `sortBy` resolved to a column or value key, then one page is read.
     pub async fn search_users(
         &self,
-        directory: DirectoryId,
+        principal: Principal,
         request: ListRequest,
     ) -> Result<(u64, Vec<UserRecord>)> {
         let schema = &self.registry().user;
-        let filter = match &request.filter {
+        let (filter, bounded_shape) = match &request.filter {
             Some(text) => {
-                Some(filter_sql::compile(&filter::parse(text, schema)?, &directory.0, self.backend()))
+                let parsed = filter::parse(text, schema)?;
+                let sql = filter_sql::compile(&parsed, &principal.directory_id.0, self.backend());
+                (Some(sql), filter_sql::is_bounded_shape(&parsed))
             }
-            None => None,
+            None => (None, true),
         };
         let sort = match &request.sort_by {
             Some(name) => Some((sort_key(schema, name)?, request.sort_order.unwrap_or(SortOrder::Ascending))),
             None => None,
         };
-        let query =
-            UserQuery { filter, sort, offset: request.start_index.saturating_sub(1), limit: request.count };
-        self.list_users(directory, query).await
+        let query = UserQuery {
+            filter,
+            sort,
+            offset: request.start_index.saturating_sub(1),
+            limit: request.count,
+            bounded_shape,
+        };
+        self.list_users(principal, query).await
     }
 }
 

@@ -35,13 +35,29 @@ async fn requests_without_a_valid_key_get_401_with_a_bearer_challenge(server: Te
 }
 
 async fn a_revoked_key_stops_working_on_the_next_request(server: TestServer) {
+    // Used first, so this server knows the key: the revocation must still win, on reads and
+    // writes alike, because every request confirms its key in its own transaction.
     assert_eq!(server.get("/scim/v2/Users").await.status, StatusCode::OK);
+    let created = server.create_user(crate::support::user_body("before@example.com")).await;
+    let id = created["id"].as_str().unwrap().to_string();
     let directory = server.directory.clone();
     let key_id =
         server.store.read_now(move |conn, _| Ok(keys::list(conn, &directory)?[0].id.clone())).unwrap();
     server.store.write_now(move |conn, _| keys::revoke(conn, key_id.as_str())).unwrap();
     let detail = server.get("/scim/v2/Users").await.assert_error(401, None);
     assert!(detail.contains("revoked"), "{detail}");
+    let detail = server.get(&format!("/scim/v2/Users/{id}")).await.assert_error(401, None);
+    assert!(detail.contains("revoked"), "{detail}");
+    let create = server.http.post(server.url("/scim/v2/Users")).bearer_auth(&server.key);
+    let reply = server.send(create.json(&crate::support::user_body("after@example.com"))).await;
+    assert!(reply.assert_error(401, None).contains("revoked"));
+    let delete = server.http.delete(server.url(&format!("/scim/v2/Users/{id}"))).bearer_auth(&server.key);
+    assert!(server.send(delete).await.assert_error(401, None).contains("revoked"));
+    // Nothing was written with the revoked key.
+    let directory = server.directory.clone();
+    let still_there =
+        server.store.read_now(move |conn, _| Ok(scimd::store::users::find(conn, &directory, &id)?.is_some()));
+    assert!(still_there.unwrap());
 }
 
 async fn an_expired_key_is_refused_and_says_so(server: TestServer) {
