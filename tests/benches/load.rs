@@ -244,6 +244,7 @@ fn database(backend: &str, dir: &std::path::Path, size: u64) -> String {
     match backend {
         "sqlite" => format!("sqlite://{}", dir.join(format!("bench-{size}.db")).display()),
         "postgres" => {
+            db::keep_durable_defaults();
             let cluster = db::pg_cluster().unwrap();
             cluster.create_database(&db::unique_database_name(&format!("bench_{size}")), None).unwrap()
         }

@@ -35,6 +35,15 @@ pub struct PgCluster {
     psql: String,
 }
 
+/// Whether the cluster keeps PostgreSQL's durable defaults (fsync, synchronous commit). Tests
+/// turn durability off for speed; the load bench turns it on, since its figures claim durable
+/// writes. Takes effect only before the cluster first starts.
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn keep_durable_defaults() {
+    DURABLE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// The cluster shared by every test in this process, started on first call.
 /// A startup failure is cached too, so every test reports the same error
 /// instead of retrying initdb.
@@ -193,9 +202,13 @@ impl PgCluster {
 
 fn start_server(run_as: RunAs, pg_ctl: &str, dir: &str, log: &str, port: u16) -> Result<(), String> {
     // pg_ctl passes -o through a shell, hence the quoting.
+    let speed = if DURABLE.load(std::sync::atomic::Ordering::SeqCst) {
+        "-c shared_buffers=128MB"
+    } else {
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=64MB"
+    };
     let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {speed}",
         shell_quote(dir)
     );
     let (program, args) = run_as.wrap(pg_ctl, &["-D", dir, "-o", &options, "-l", log, "-w", "start"]);
