@@ -39,3 +39,7 @@ id_type!(
     /// A directory bearer key.
     KeyId
 );
+id_type!(
+    /// A SCIM Group resource.
+    GroupId
+);

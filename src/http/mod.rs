@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod discovery;
 pub mod error;
+pub mod groups;
 pub mod health;
 pub mod users;
 
@@ -13,11 +14,13 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{NormalizePath, TrailingSlash};
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::Value;
 use tracing_actix_web::TracingLogger;
 
 use crate::error::Error;
+use crate::scim::list::ListRequest;
+use crate::scim::resource::Meta;
 use crate::telemetry::{RequestId, ScimdRootSpan, CURRENT_REQUEST_ID};
 
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json; charset=utf-8";
@@ -43,7 +46,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         .route(web::post().to(users::create))
                         .default_service(web::to(method_not_allowed)),
                 )
-                // Root search spans resource types; Users are the only type so far.
+                // Root search spans resource types (RFC 7644 §3.4.3); it searches Users only.
+                // Neither Okta nor Entra uses it, and one order across two tables is not built.
                 .service(
                     web::resource("/.search")
                         .route(web::post().to(users::search))
@@ -74,8 +78,25 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         not_implemented("/Me is not supported: a key belongs to a directory, not a person")
                     }),
                 )
-                .route("/Groups", web::to(|| not_implemented("Groups are not implemented yet")))
-                .route("/Groups/{tail:.*}", web::to(|| not_implemented("Groups are not implemented yet"))),
+                .service(
+                    web::resource("/Groups")
+                        .route(web::get().to(groups::list))
+                        .route(web::post().to(groups::create))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/Groups/.search")
+                        .route(web::post().to(groups::search))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/Groups/{id}")
+                        .route(web::get().to(groups::get))
+                        .route(web::put().to(groups::replace))
+                        .route(web::patch().to(groups::patch))
+                        .route(web::delete().to(groups::delete))
+                        .default_service(web::to(method_not_allowed)),
+                ),
         )
         .default_service(web::to(not_found));
 }
@@ -125,6 +146,60 @@ fn is_sane_request_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 128
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// `attributes` / `excludedAttributes` of a request (query parameters, or a search body).
+#[derive(Debug, Default)]
+pub struct Projection {
+    pub attributes: Vec<String>,
+    pub excluded: Vec<String>,
+}
+
+impl Projection {
+    pub fn of_list(request: &ListRequest) -> Projection {
+        Projection { attributes: request.attributes.clone(), excluded: request.excluded_attributes.clone() }
+    }
+
+    /// Whether the request named any attributes to return or exclude.
+    pub fn is_requested(&self) -> bool {
+        !self.attributes.is_empty() || !self.excluded.is_empty()
+    }
+}
+
+pub fn projection_of(request: &HttpRequest) -> Projection {
+    let split = |v: &str| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let mut projection = Projection::default();
+    for (name, value) in url::form_urlencoded::parse(request.query_string().as_bytes()) {
+        if name.eq_ignore_ascii_case("attributes") {
+            projection.attributes = split(&value);
+        } else if name.eq_ignore_ascii_case("excludedAttributes") {
+            projection.excluded = split(&value);
+        }
+    }
+    projection
+}
+
+pub fn header_value(request: &HttpRequest, name: header::HeaderName) -> Option<String> {
+    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// The `ETag` header carries the same weak tag as `meta.version` (RFC 7644 §3.14).
+pub fn with_etag(mut response: HttpResponse, etag: &str) -> HttpResponse {
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+pub fn not_modified(meta: &Meta) -> HttpResponse {
+    with_etag(HttpResponse::NotModified().finish(), &meta.etag())
+}
+
+/// The query string as name/value pairs, decoded.
+pub fn query_pairs(request: &HttpRequest) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(request.query_string().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// A SCIM JSON response.

@@ -3,59 +3,50 @@
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::auth::DirectoryKey;
 use super::body::JsonBody;
-use super::scim;
+use super::{header_value, not_modified, projection_of, query_pairs, scim, with_etag, Projection};
 use crate::app::AppState;
 use crate::error::Result;
 use crate::scim::list::{list_response, ListRequest};
-use crate::scim::resource::{self, Meta};
+use crate::scim::resource;
+use crate::scim::schema::ResourceKind;
 use crate::scim::{patch, projection};
+use crate::store::groups::GroupRef;
 use crate::store::users::UserRecord;
-
-/// `attributes` / `excludedAttributes` of a single-resource request.
-#[derive(Debug, Default)]
-struct Projection {
-    attributes: Vec<String>,
-    excluded: Vec<String>,
-}
-
-fn projection_of(request: &HttpRequest) -> Projection {
-    let split = |v: &str| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
-    let mut projection = Projection::default();
-    for (name, value) in url::form_urlencoded::parse(request.query_string().as_bytes()) {
-        if name.eq_ignore_ascii_case("attributes") {
-            projection.attributes = split(&value);
-        } else if name.eq_ignore_ascii_case("excludedAttributes") {
-            projection.excluded = split(&value);
-        }
-    }
-    projection
-}
-
-fn header_value(request: &HttpRequest, name: header::HeaderName) -> Option<String> {
-    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
-}
 
 fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Value {
     let schema = &state.registry().user;
-    let full = resource::render(schema, record.resource, &record.meta, &state.base_url);
+    let mut stored = record.resource;
+    if !record.groups.is_empty() {
+        stored.insert("groups".into(), groups_value(&record.groups, &state.base_url));
+    }
+    let full = resource::render(schema, stored, &record.meta, &state.base_url);
     Value::Object(projection::project(schema, full, &projection.attributes, &projection.excluded))
+}
+
+/// A user's read-only `groups`, derived from the membership (RFC 7643 §4.1.2).
+fn groups_value(groups: &[GroupRef], base_url: &str) -> Value {
+    Value::Array(
+        groups
+            .iter()
+            .map(|group| {
+                json!({
+                    "value": group.group_id,
+                    "$ref": resource::location(ResourceKind::Group, &group.group_id, base_url),
+                    "display": group.display_name,
+                    "type": "direct",
+                })
+            })
+            .collect(),
+    )
 }
 
 fn single(state: &AppState, status: StatusCode, record: UserRecord, projection: &Projection) -> HttpResponse {
     let etag = record.meta.etag();
     with_etag(scim(status, &render(state, record, projection)), &etag)
-}
-
-/// The `ETag` header carries the same weak tag as `meta.version` (RFC 7644 §3.14).
-fn with_etag(mut response: HttpResponse, etag: &str) -> HttpResponse {
-    if let Ok(etag) = header::HeaderValue::from_str(etag) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
-    response
 }
 
 pub async fn create(
@@ -87,10 +78,6 @@ pub async fn get(
         }
     }
     Ok(single(&state, StatusCode::OK, record, &projection_of(&request)))
-}
-
-fn not_modified(meta: &Meta) -> HttpResponse {
-    with_etag(HttpResponse::NotModified().finish(), &meta.etag())
 }
 
 pub async fn replace(
@@ -140,10 +127,7 @@ pub async fn list(
     key: DirectoryKey,
     request: HttpRequest,
 ) -> Result<HttpResponse> {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(request.query_string().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let list_request = ListRequest::from_query(&pairs, state.page_limits())?;
+    let list_request = ListRequest::from_query(&query_pairs(&request), state.page_limits())?;
     respond_list(&state, key, list_request).await
 }
 
@@ -157,10 +141,7 @@ async fn respond_list(
     key: DirectoryKey,
     list_request: ListRequest,
 ) -> Result<HttpResponse> {
-    let projection = Projection {
-        attributes: list_request.attributes.clone(),
-        excluded: list_request.excluded_attributes.clone(),
-    };
+    let projection = Projection::of_list(&list_request);
     let start_index = list_request.start_index;
     let (total, records) = state.store.search_users(key.0, list_request).await?;
     let resources = records.into_iter().map(|r| render(state, r, &projection)).collect();

@@ -3,6 +3,7 @@
 pub mod filter;
 pub mod index;
 pub mod list;
+pub mod members;
 pub mod patch;
 pub mod path;
 pub mod projection;

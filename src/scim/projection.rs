@@ -45,6 +45,16 @@ fn split(path: &str) -> (String, Option<String>) {
     }
 }
 
+/// Whether a projection keeps (some of) the core attribute `name`, so the store can skip
+/// reading what the response would drop (a Group's members).
+pub fn keeps(schema: &ResourceSchema, name: &str, attributes: &[String], excluded: &[String]) -> bool {
+    let mut probe = Map::new();
+    let element: Map<String, Value> =
+        [("value".to_string(), Value::String("probe".into()))].into_iter().collect();
+    probe.insert(name.to_string(), Value::Array(vec![Value::Object(element)]));
+    project(schema, probe, attributes, excluded).contains_key(name)
+}
+
 /// Projects a rendered resource. `attributes` and `excluded` are the raw names from the request.
 pub fn project(
     schema: &ResourceSchema,
@@ -196,6 +206,18 @@ mod tests {
         .as_object()
         .cloned()
         .unwrap()
+    }
+
+    #[test]
+    fn keeps_says_whether_a_projection_returns_an_attribute() {
+        let group = Registry::load().unwrap().group;
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(keeps(&group, "members", &[], &[]));
+        assert!(!keeps(&group, "members", &[], &names(&["members"])));
+        assert!(!keeps(&group, "members", &[], &names(&["Members"])));
+        assert!(!keeps(&group, "members", &names(&["displayName"]), &[]));
+        assert!(keeps(&group, "members", &names(&["members.value"]), &[]));
+        assert!(keeps(&group, "members", &names(&["displayName", "members"]), &[]));
     }
 
     fn project_names(attributes: &[&str], excluded: &[&str]) -> Value {

@@ -150,18 +150,81 @@ pub fn is_bounded_shape(filter: &Filter) -> bool {
 /// Compiles a User filter to a boolean SQL expression over `users`, for the directory
 /// `directory_id` (bound in every value subquery, so the `user_values` index applies).
 pub fn compile(filter: &Filter, directory_id: &str, backend: Backend) -> SqlFragment {
-    let mut compiler = Compiler { out: SqlFragment::new(backend), directory_id, aliases: 0 };
+    let mut compiler = Compiler::new(ResourceKind::User, directory_id, backend);
     compiler.filter(filter);
     compiler.out
 }
 
-struct Compiler<'a> {
-    out: SqlFragment,
-    directory_id: &'a str,
-    aliases: usize,
+/// Compiles a Group filter to a boolean SQL expression over `groups`. Columns compare as for
+/// users; `members` (and `members.value`, `members[value ...]`) query `group_members` through
+/// its directory index. Filters on other member sub-attributes (`display`, `type`, `$ref`) are
+/// refused: they are not stored, they are derived.
+pub fn compile_group(filter: &Filter, directory_id: &str, backend: Backend) -> Result<SqlFragment, String> {
+    let mut compiler = Compiler::new(ResourceKind::Group, directory_id, backend);
+    compiler.filter(filter);
+    match compiler.unsupported {
+        Some(detail) => Err(detail),
+        None => Ok(compiler.out),
+    }
 }
 
-impl Compiler<'_> {
+struct Compiler<'a> {
+    out: SqlFragment,
+    kind: ResourceKind,
+    directory_id: &'a str,
+    aliases: usize,
+    /// Why the filter cannot be compiled for this resource type (Groups only).
+    unsupported: Option<String>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(kind: ResourceKind, directory_id: &'a str, backend: Backend) -> Self {
+        Compiler { out: SqlFragment::new(backend), kind, directory_id, aliases: 0, unsupported: None }
+    }
+
+    /// `<table>.<column>`; None for a column the resource type does not have (the type check
+    /// keeps those out of its filters).
+    fn column_name(&self, column: Column) -> Option<&'static str> {
+        Some(match (self.kind, column) {
+            (ResourceKind::User, Column::Id) => "users.id",
+            (ResourceKind::User, Column::ExternalId) => "users.external_id",
+            (ResourceKind::User, Column::UserName) => "users.user_name_folded",
+            (ResourceKind::User, Column::DisplayName) => "users.display_name_folded",
+            (ResourceKind::User, Column::Active) => "users.active",
+            (ResourceKind::User, Column::Created) => "users.created_at",
+            (ResourceKind::User, Column::LastModified) => "users.modified_at",
+            (ResourceKind::Group, Column::Id) => "groups.id",
+            (ResourceKind::Group, Column::ExternalId) => "groups.external_id",
+            (ResourceKind::Group, Column::DisplayName) => "groups.display_name_folded",
+            (ResourceKind::Group, Column::Created) => "groups.created_at",
+            (ResourceKind::Group, Column::LastModified) => "groups.modified_at",
+            (ResourceKind::Group, Column::UserName | Column::Active) => return None,
+        })
+    }
+
+    fn refuse(&mut self, detail: String) {
+        self.unsupported.get_or_insert(detail);
+        self.constant(false);
+    }
+
+    /// Whether `attr` is a Group's member id: `members.value` (`members eq` compares it too).
+    fn is_member_value(&self, attr: &ResolvedAttr) -> bool {
+        self.kind == ResourceKind::Group
+            && attr.name() == "members"
+            && attr.sub_name().is_none_or(|sub| sub == "value")
+    }
+
+    /// `groups.id [NOT] IN (SELECT gm.group_id FROM group_members gm WHERE gm.directory_id = ?
+    /// AND ` — the caller writes the condition on `gm.user_id` and the closing parenthesis.
+    fn open_membership(&mut self, negated: bool) -> String {
+        let m = self.alias("gm");
+        self.sql(if negated { "groups.id NOT IN (" } else { "groups.id IN (" });
+        self.sql(&format!("SELECT {m}.group_id FROM group_members {m} WHERE {m}.directory_id = "));
+        self.text(self.directory_id);
+        self.sql(" AND ");
+        m
+    }
+
     fn sql(&mut self, sql: &str) {
         self.out.push_sql(sql);
     }
@@ -190,6 +253,9 @@ impl Compiler<'_> {
             Filter::Present(attr) => self.present(attr),
             Filter::ValuePath { attr, filter } => self.value_path(attr, filter),
             Filter::HasSchema(SchemaRef::Core(_)) => self.constant(true),
+            Filter::HasSchema(SchemaRef::Extension { .. }) if self.kind == ResourceKind::Group => {
+                self.constant(false)
+            }
             Filter::HasSchema(SchemaRef::Extension { urn, .. }) => {
                 let prefix = path::extension_prefix(urn);
                 self.any_value_in_range(&prefix);
@@ -222,10 +288,19 @@ impl Compiler<'_> {
         if attr.is_common() && attr.column().is_none() {
             // meta.resourceType: the same for every row of the table, so decide it here, with
             // the in-memory semantics.
-            return self.constant(common_constant(attr, op, value));
+            return self.constant(common_constant(self.kind, attr, op, value));
         }
         if let Some(column) = attr.column() {
             return self.column_compare(column, op, value);
+        }
+        if self.is_member_value(attr) {
+            let (negated, op) = positive(op);
+            let m = self.open_membership(negated);
+            self.text_condition(&format!("{m}.user_id"), op, &value.key());
+            return self.sql(")");
+        }
+        if self.kind == ResourceKind::Group {
+            return self.refuse(format!("Groups cannot be filtered on '{attr}'; filter on members.value"));
         }
         let (negated, op) = positive(op);
         let v = self.alias("v");
@@ -240,33 +315,30 @@ impl Compiler<'_> {
     }
 
     fn column_compare(&mut self, column: Column, op: CompareOp, value: &Operand) {
+        let Some(name) = self.column_name(column) else {
+            // The type check keeps other resource types' attributes out of a filter.
+            return self.constant(op == CompareOp::Ne);
+        };
         match (column, value) {
             (Column::Active, Operand::Bool(b)) => {
-                self.sql(if op == CompareOp::Ne { "users.active <> " } else { "users.active = " });
+                self.sql(&format!("{name} {} ", if op == CompareOp::Ne { "<>" } else { "=" }));
                 self.out.push(SqlPart::Bool(*b));
             }
-            (Column::Created, Operand::DateTime(millis)) => {
-                self.time_compare("users.created_at", op, *millis)
-            }
-            (Column::LastModified, Operand::DateTime(millis)) => {
-                self.time_compare("users.modified_at", op, *millis)
+            (Column::Created | Column::LastModified, Operand::DateTime(millis)) => {
+                self.time_compare(name, op, *millis)
             }
             (Column::Id, Operand::Text(key)) => {
-                // The only compared column without the C collation on PostgreSQL: order and
-                // prefix ranges on it must still be bytewise.
+                // Ordering and prefix ranges on ids must be bytewise on PostgreSQL too.
                 let bytewise =
                     self.out.backend == Backend::Postgres && (op.is_ordering() || op == CompareOp::Sw);
-                let column = if bytewise { "users.id COLLATE \"C\"" } else { "users.id" };
-                self.text_column_compare(column, false, op, key)
+                let column = if bytewise { format!("{name} COLLATE \"C\"") } else { name.to_string() };
+                self.text_column_compare(&column, false, op, key)
             }
-            (Column::ExternalId, Operand::Text(key)) => {
-                self.text_column_compare("users.external_id", true, op, key)
-            }
-            (Column::UserName, Operand::Text(key)) => {
-                self.text_column_compare("users.user_name_folded", false, op, key)
-            }
+            (Column::ExternalId, Operand::Text(key)) => self.text_column_compare(name, true, op, key),
+            (Column::UserName, Operand::Text(key)) => self.text_column_compare(name, false, op, key),
+            // Users may lack a displayName; a Group always has one.
             (Column::DisplayName, Operand::Text(key)) => {
-                self.text_column_compare("users.display_name_folded", true, op, key)
+                self.text_column_compare(name, self.kind == ResourceKind::User, op, key)
             }
             // The type check rules out any other operand for these columns.
             _ => self.constant(op == CompareOp::Ne),
@@ -343,30 +415,43 @@ impl Compiler<'_> {
     }
 
     fn present(&mut self, attr: &ResolvedAttr) {
-        match attr.column() {
-            Some(Column::ExternalId) => {
-                self.sql("(users.external_id IS NOT NULL AND users.external_id <> '')")
-            }
-            Some(Column::DisplayName) => {
-                self.sql("(users.display_name_folded IS NOT NULL AND users.display_name_folded <> '')")
-            }
-            Some(Column::UserName) => self.sql("users.user_name_folded <> ''"),
-            Some(Column::Id) => self.sql("users.id <> ''"),
-            Some(Column::Active | Column::Created | Column::LastModified) => self.constant(true),
-            // `meta` and `meta.resourceType` are always present.
-            None if attr.is_common() => self.constant(true),
-            None if attr.is_complex() => self.any_value_in_range(&format!("{}.", attr.key())),
-            None => {
-                let v = self.alias("v");
-                self.sql(&format!(
-                    "users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "
-                ));
-                self.text(self.directory_id);
-                self.sql(&format!(" AND {v}.attr = "));
-                self.text(attr.key());
-                self.sql(&format!(" AND {v}.value <> '')"));
-            }
+        if let Some(column) = attr.column() {
+            let Some(name) = self.column_name(column) else { return self.constant(false) };
+            return match column {
+                Column::ExternalId | Column::DisplayName => {
+                    self.sql(&format!("({name} IS NOT NULL AND {name} <> '')"))
+                }
+                Column::UserName | Column::Id => self.sql(&format!("{name} <> ''")),
+                Column::Active | Column::Created | Column::LastModified => self.constant(true),
+            };
         }
+        if self.is_member_value(attr) {
+            let m = self.open_membership(false);
+            return self.sql(&format!("{m}.user_id <> '')"));
+        }
+        if attr.is_common() {
+            // `meta` and `meta.resourceType` are always present.
+            return self.constant(true);
+        }
+        if self.kind == ResourceKind::Group {
+            // Member `display`, `type` and `$ref` are derived for every member.
+            return match attr.name() {
+                "members" => {
+                    let m = self.open_membership(false);
+                    self.sql(&format!("{m}.user_id <> '')"))
+                }
+                _ => self.constant(false),
+            };
+        }
+        if attr.is_complex() {
+            return self.any_value_in_range(&format!("{}.", attr.key()));
+        }
+        let v = self.alias("v");
+        self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
+        self.text(self.directory_id);
+        self.sql(&format!(" AND {v}.attr = "));
+        self.text(attr.key());
+        self.sql(&format!(" AND {v}.value <> '')"));
     }
 
     /// A non-empty value under any key starting with `prefix`: every sub-attribute of a complex
@@ -392,6 +477,14 @@ impl Compiler<'_> {
     /// marker rows; a single-valued complex attribute is one element at position 0, found
     /// through any of its sub-attribute rows.
     fn value_path(&mut self, attr: &ResolvedAttr, filter: &ValueFilter) {
+        if self.kind == ResourceKind::Group {
+            if attr.name() != "members" {
+                return self.refuse(format!("Groups cannot be filtered on '{attr}'"));
+            }
+            let m = self.open_membership(false);
+            self.member_filter(filter, &m);
+            return self.sql(")");
+        }
         let m = self.alias("m");
         self.sql(&format!("users.id IN (SELECT {m}.user_id FROM user_values {m} WHERE {m}.directory_id = "));
         self.text(self.directory_id);
@@ -425,6 +518,31 @@ impl Compiler<'_> {
             }
             ValueFilter::And(items) => self.join(items, " AND ", true, |c, f| c.value_filter(f, element)),
             ValueFilter::Or(items) => self.join(items, " OR ", false, |c, f| c.value_filter(f, element)),
+        }
+    }
+
+    /// The filter inside `members[...]`, over one membership row `m`: only `value` (the member
+    /// id) is stored.
+    fn member_filter(&mut self, filter: &ValueFilter, m: &str) {
+        match filter {
+            ValueFilter::Compare { attr, op, value } if attr.sub_name() == Some("value") => {
+                let (negated, op) = positive(*op);
+                self.sql(if negated { "NOT (" } else { "(" });
+                self.text_condition(&format!("{m}.user_id"), op, &value.key());
+                self.sql(")");
+            }
+            ValueFilter::Present(attr) if attr.sub_name() == Some("value") => self.constant(true),
+            ValueFilter::Compare { attr, .. } | ValueFilter::Present(attr) => self.refuse(format!(
+                "members can be filtered on their value only, not on '{}'",
+                attr.sub_name().unwrap_or_default()
+            )),
+            ValueFilter::Not(inner) => {
+                self.sql("NOT (");
+                self.member_filter(inner, m);
+                self.sql(")");
+            }
+            ValueFilter::And(items) => self.join(items, " AND ", true, |c, f| c.member_filter(f, m)),
+            ValueFilter::Or(items) => self.join(items, " OR ", false, |c, f| c.member_filter(f, m)),
         }
     }
 
@@ -465,9 +583,9 @@ fn sql_operator(op: CompareOp) -> &'static str {
 
 /// A common attribute without a column (`meta.resourceType`) has the same value in every row:
 /// evaluate the comparison in memory.
-fn common_constant(attr: &ResolvedAttr, op: CompareOp, value: &Operand) -> bool {
+fn common_constant(kind: ResourceKind, attr: &ResolvedAttr, op: CompareOp, value: &Operand) -> bool {
     let mut meta = Map::new();
-    meta.insert("resourceType".into(), Value::String(ResourceKind::User.as_str().into()));
+    meta.insert("resourceType".into(), Value::String(kind.as_str().into()));
     let mut resource = Map::new();
     resource.insert("meta".into(), Value::Object(meta));
     let leaf = Filter::Compare { attr: attr.clone(), op, value: value.clone() };

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod directories;
 pub mod filter_sql;
+pub mod groups;
 pub mod keys;
 pub mod list_cache;
 pub mod migrate;

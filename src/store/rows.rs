@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{directories, directory_keys, user_values, users};
+use super::schema::{directories, directory_keys, groups, user_values, users};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = directories)]
@@ -51,6 +51,20 @@ pub struct UserValueRow<'a> {
     pub attr: &'a str,
     pub pos: i32,
     pub value: &'a str,
+}
+
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = groups, treat_none_as_null = true)]
+pub struct GroupRow {
+    pub id: String,
+    pub directory_id: String,
+    pub display_name: String,
+    pub display_name_folded: String,
+    pub external_id: Option<String>,
+    pub data: String,
+    pub created_at: i64,
+    pub modified_at: i64,
+    pub version: i64,
 }
 
 #[derive(Debug, QueryableByName)]

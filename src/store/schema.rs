@@ -49,6 +49,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    groups (id) {
+        id -> Text,
+        directory_id -> Text,
+        display_name -> Text,
+        display_name_folded -> Text,
+        external_id -> Nullable<Text>,
+        data -> Text,
+        created_at -> BigInt,
+        modified_at -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, user_id) {
+        directory_id -> Text,
+        group_id -> Text,
+        user_id -> Text,
+    }
+}
+
 diesel::joinable!(directory_keys -> directories (directory_id));
 diesel::joinable!(users -> directories (directory_id));
-diesel::allow_tables_to_appear_in_same_query!(directories, directory_keys, users, user_values);
+diesel::joinable!(groups -> directories (directory_id));
+diesel::joinable!(group_members -> groups (group_id));
+diesel::joinable!(group_members -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    directories,
+    directory_keys,
+    users,
+    user_values,
+    groups,
+    group_members
+);

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
+use super::groups::{self, GroupRef};
 use super::keys::Principal;
 use super::list_cache::ListCache;
 use super::rows::{CountRow, IdRow, UserRow, UserValueRow};
@@ -23,6 +24,8 @@ use crate::scim::{filter, path};
 pub struct UserRecord {
     pub meta: Meta,
     pub resource: Stored,
+    /// The groups the user belongs to, for the read-only `groups` attribute.
+    pub groups: Vec<GroupRef>,
 }
 
 /// What to sort a listing by (already resolved against the schema).
@@ -61,7 +64,21 @@ fn record(row: UserRow) -> Result<UserRecord> {
             version: row.version,
         },
         resource,
+        groups: Vec::new(),
     })
+}
+
+/// Fills in each record's `groups` from the membership, with one query for all of them.
+fn attach_groups(conn: &mut DbConn, records: &mut [UserRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = records.iter().map(|r| r.meta.id.as_str()).collect();
+    let mut by_user = groups::groups_of(conn, &ids)?;
+    for record in records {
+        record.groups = by_user.remove(&record.meta.id).unwrap_or_default();
+    }
+    Ok(())
 }
 
 fn text<'a>(resource: &'a Stored, key: &str) -> Option<&'a str> {
@@ -145,18 +162,21 @@ pub fn insert(
         .execute(conn)
         .map_err(|e| unique_user_name(e, &resource))?;
     write_values(conn, registry, directory, &meta.id, &resource)?;
-    Ok(UserRecord { meta, resource })
+    Ok(UserRecord { meta, resource, groups: Vec::new() })
 }
 
 pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRecord>> {
-    users::table
+    let found = users::table
         .filter(users::directory_id.eq(&directory.0))
         .filter(users::id.eq(id))
         .select(UserRow::as_select())
         .first(conn)
         .optional()?
         .map(record)
-        .transpose()
+        .transpose()?;
+    let mut found: Vec<UserRecord> = found.into_iter().collect();
+    attach_groups(conn, &mut found)?;
+    Ok(found.pop())
 }
 
 /// Another directory's user is reported exactly like a missing one.
@@ -206,7 +226,7 @@ pub fn modify(
         .map_err(|e| unique_user_name(e, &resource))?;
     diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
     write_values(conn, registry, directory, id, &resource)?;
-    Ok(UserRecord { meta, resource })
+    Ok(UserRecord { meta, resource, groups: current.groups })
 }
 
 /// PUT: full replacement of the client's attributes. `active` omitted keeps the current value,
@@ -343,7 +363,8 @@ pub fn list(
         cache.remember_total(&directory.0, &list_key, generation, total);
         total
     };
-    let records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
+    let mut records = rows.into_iter().map(record).collect::<Result<Vec<_>>>()?;
+    attach_groups(conn, &mut records)?;
     Ok((total, records))
 }
 
