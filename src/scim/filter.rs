@@ -636,9 +636,13 @@ fn is_present_leaf(def: &Attribute, value: &Value) -> bool {
 /// A name `scim_v2`'s lexer accepts in place of `$ref`; no schema has an attribute so named.
 const REF_PLACEHOLDER: &str = "scimdDollarRef";
 
-/// Filter or path text rewritten for `scim_v2`: `not(` gets its space, `$ref` becomes
-/// [`REF_PLACEHOLDER`] (outside string literals only). Remembers where each byte came from, so
-/// errors point into the text the client sent.
+/// Filter or path text rewritten for `scim_v2` (outside string literals only): `not(` gets its
+/// space, `$ref` becomes [`REF_PLACEHOLDER`], and two Entra forms become standard ones:
+/// a bare value after an operator is a string (`externalId eq jyoung` →
+/// `externalId eq "jyoung"`; numbers, `true`, `false` and `null` stay), and a comparison on a
+/// sub-attribute of a filtered element moves into the brackets
+/// (`emails[type eq "work"].value eq "x"` → `emails[(type eq "work") and value eq "x"]`).
+/// Remembers where each byte came from, so errors point into the text the client sent.
 pub(crate) struct Prepared {
     text: String,
     /// Per byte of `text`, plus one for its end: the character position in the original.
@@ -652,8 +656,15 @@ impl Prepared {
         let mut prepared = Prepared { text: String::with_capacity(input.len() + 8), origin: Vec::new() };
         let mut in_string = false;
         let mut escaped = false;
+        // Byte offsets in `text` of the `[` still open, and where a moved `]` goes (see above).
+        let mut open_brackets: Vec<usize> = Vec::new();
+        let mut close_bracket_at: Option<usize> = None;
         let mut i = 0;
         while let Some(&c) = chars.get(i) {
+            if close_bracket_at == Some(i) {
+                prepared.push(']', i);
+                close_bracket_at = None;
+            }
             if in_string {
                 if escaped {
                     escaped = false;
@@ -668,6 +679,31 @@ impl Prepared {
                 prepared.push_str(REF_PLACEHOLDER, i);
                 i += 4;
                 continue;
+            } else if c == '[' {
+                open_brackets.push(prepared.text.len());
+            } else if c == ']' {
+                let open = open_brackets.pop();
+                if let (Some(open), Some(end), None) =
+                    (open, sub_comparison_end(&chars, i + 1), close_bracket_at)
+                {
+                    prepared.insert('(', open + 1, i);
+                    prepared.push_str(") and ", i);
+                    close_bracket_at = Some(end);
+                    // Continue with the sub-attribute name, after the '.'.
+                    i += 2;
+                    continue;
+                }
+            } else if let Some((value_start, value_end)) = bare_value_after_operator(&chars, i) {
+                for (offset, c) in chars.iter().enumerate().take(value_start).skip(i) {
+                    prepared.push(*c, offset);
+                }
+                prepared.push('"', value_start);
+                for (offset, c) in chars.iter().enumerate().take(value_end).skip(value_start) {
+                    prepared.push(*c, offset);
+                }
+                prepared.push('"', value_end);
+                i = value_end;
+                continue;
             } else if is_not_parenthesis_at(&chars, i) {
                 for (offset, c) in chars.iter().skip(i).take(3).enumerate() {
                     prepared.push(*c, i + offset);
@@ -679,6 +715,9 @@ impl Prepared {
             prepared.push(c, i);
             i += 1;
         }
+        if close_bracket_at.is_some() {
+            prepared.push(']', chars.len());
+        }
         prepared.origin.push(chars.len());
         // Positions refer to the text as sent, leading whitespace included.
         prepared.origin.iter_mut().for_each(|o| *o += leading);
@@ -688,6 +727,13 @@ impl Prepared {
     fn push(&mut self, c: char, origin: usize) {
         self.text.push(c);
         self.origin.extend(std::iter::repeat_n(origin, c.len_utf8()));
+    }
+
+    fn insert(&mut self, c: char, at: usize, origin: usize) {
+        self.text.insert(at, c);
+        for _ in 0..c.len_utf8() {
+            self.origin.insert(at, origin);
+        }
     }
 
     fn push_str(&mut self, s: &str, origin: usize) {
@@ -898,6 +944,100 @@ fn is_name_char(c: char) -> bool {
 fn is_ref_at(chars: &[char], i: usize) -> bool {
     let word: String = chars.iter().skip(i + 1).take(3).collect();
     word.eq_ignore_ascii_case("ref") && !chars.get(i + 4).is_some_and(|c| is_name_char(*c))
+}
+
+const COMPARE_OPERATORS: [&str; 9] = ["eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"];
+
+/// Whether `i` starts a word (nothing or a separator before it).
+fn starts_word(chars: &[char], i: usize) -> bool {
+    match i.checked_sub(1).and_then(|p| chars.get(p)) {
+        None => true,
+        Some(c) => c.is_whitespace() || *c == '(' || *c == '[',
+    }
+}
+
+/// The end (exclusive) of the word starting at `i`.
+fn word_end(chars: &[char], i: usize) -> usize {
+    let mut end = i;
+    while chars.get(end).is_some_and(|c| !c.is_whitespace() && *c != ')' && *c != ']' && *c != '"') {
+        end += 1;
+    }
+    end
+}
+
+fn skip_spaces(chars: &[char], mut i: usize) -> usize {
+    while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+/// At a comparison operator followed by an unquoted value that is not a number, `true`,
+/// `false` or `null`: where that value starts and ends.
+fn bare_value_after_operator(chars: &[char], i: usize) -> Option<(usize, usize)> {
+    if !starts_word(chars, i) {
+        return None;
+    }
+    let op_end = word_end(chars, i);
+    let op: String = chars.get(i..op_end)?.iter().collect();
+    if !COMPARE_OPERATORS.iter().any(|known| op.eq_ignore_ascii_case(known)) {
+        return None;
+    }
+    let value_start = skip_spaces(chars, op_end);
+    // A quote starts a string (single quotes get their own error), `(` a sub-expression.
+    if value_start == op_end || chars.get(value_start).is_none_or(|c| matches!(c, '"' | '\'' | '(')) {
+        return None;
+    }
+    let value_end = word_end(chars, value_start);
+    let value: String = chars.get(value_start..value_end)?.iter().collect();
+    let literal = ["true", "false", "null"].iter().any(|l| value.eq_ignore_ascii_case(l))
+        || serde_json::from_str::<serde_json::Number>(&value).is_ok();
+    (!value.is_empty() && !literal).then_some((value_start, value_end))
+}
+
+/// After a `]` at `i - 1`: if `.sub op value` (or `.sub pr`) follows, where it ends.
+fn sub_comparison_end(chars: &[char], i: usize) -> Option<usize> {
+    if chars.get(i) != Some(&'.') {
+        return None;
+    }
+    let name_end = word_end(chars, i + 1);
+    let name: String = chars.get(i + 1..name_end)?.iter().collect();
+    if name.is_empty() || !name.chars().all(is_name_char) {
+        return None;
+    }
+    let op_start = skip_spaces(chars, name_end);
+    let op_end = word_end(chars, op_start);
+    if op_start == name_end || op_end == op_start {
+        return None;
+    }
+    let op: String = chars.get(op_start..op_end)?.iter().collect();
+    if op.eq_ignore_ascii_case("pr") {
+        return Some(op_end);
+    }
+    if !COMPARE_OPERATORS.iter().any(|known| op.eq_ignore_ascii_case(known)) {
+        return None;
+    }
+    let value_start = skip_spaces(chars, op_end);
+    if value_start == op_end {
+        return None;
+    }
+    if chars.get(value_start) != Some(&'"') {
+        let end = word_end(chars, value_start);
+        return (end > value_start).then_some(end);
+    }
+    // A string literal, escapes included.
+    let mut j = value_start + 1;
+    let mut escaped = false;
+    while let Some(&c) = chars.get(j) {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => escaped = true,
+            (false, '"') => return Some(j + 1),
+            _ => {}
+        }
+        j += 1;
+    }
+    None
 }
 
 /// The keyword `not` at `i`, directly followed by `(`.
@@ -1166,6 +1306,35 @@ mod tests {
             let detail = detail(text);
             assert!(detail.contains(expected), "{text:?}: {detail}");
         }
+    }
+
+    #[test]
+    fn entra_bare_values_and_sub_attribute_comparisons_are_understood() {
+        let id = "2819c223-7f76-453a-919d-413861904646";
+        assert_eq!(ok(&format!("externalId eq {id}")), ok(&format!("externalId eq \"{id}\"")));
+        assert_eq!(ok("externalId eq jyoung"), ok(r#"externalId eq "jyoung""#));
+        assert_eq!(
+            ok(&format!("id eq 54D382A4 and manager eq {id}")),
+            ok(&format!(r#"id eq "54D382A4" and manager eq "{id}""#))
+        );
+        // Literals stay literals.
+        assert!(matches!(ok("active eq true"), Filter::Compare { value: Operand::Bool(true), .. }));
+        assert!(detail("title eq 42").contains("not 42"), "a number stays a number");
+        assert_eq!(
+            ok(r#"emails[type eq "work"].value eq "a@x.example""#),
+            ok(r#"emails[(type eq "work") and value eq "a@x.example"]"#)
+        );
+        assert_eq!(
+            ok(r#"emails[type eq "work" or type eq "home"].value sw "a" and title pr"#),
+            ok(r#"emails[(type eq "work" or type eq "home") and value sw "a"] and title pr"#)
+        );
+        assert_eq!(ok(r#"emails[type eq "work"].value pr"#), ok(r#"emails[(type eq "work") and value pr]"#));
+        let bjensen = bjensen();
+        assert!(matches(&ok(r#"emails[type eq "work"].value eq "bjensen@example.com""#), &bjensen));
+        assert!(!matches(&ok(r#"emails[type eq "home"].value eq "bjensen@example.com""#), &bjensen));
+        // Errors still point into the text as sent.
+        let detail = detail(r#"emails[type eq "work"].value eq"#);
+        assert!(detail.contains("position"), "{detail}");
     }
 
     #[test]

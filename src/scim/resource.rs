@@ -170,9 +170,15 @@ pub fn normalize_attribute(attribute: &Attribute, value: &Value, label: &str) ->
     let Value::Array(items) = value else {
         return Err(Error::InvalidValue(format!("attribute '{label}' is multi-valued and must be an array")));
     };
+    // An element of an attribute with a `value` (emails, phoneNumbers, ...) means nothing
+    // without one: removing `phoneNumbers[type eq "work"].value` removes the work number.
+    let needs_value = attribute.is_complex() && attribute.sub_attribute("value").is_some();
     let mut normalized = Vec::with_capacity(items.len());
     for item in items {
         if let Some(value) = normalize_single(attribute, item, label)? {
+            if needs_value && value.get("value").is_none() {
+                continue;
+            }
             normalized.push(value);
         }
     }
@@ -185,8 +191,19 @@ fn normalize_single(attribute: &Attribute, value: &Value, label: &str) -> Result
         return Ok(None);
     }
     if attribute.is_complex() {
-        let Value::Object(fields) = value else {
-            return Err(Error::InvalidValue(format!("attribute '{label}' must be an object")));
+        let fields = match value {
+            Value::Object(fields) => fields,
+            // Entra sends a reference (`manager`) as a bare id, or as a one-element array.
+            Value::String(id) if !attribute.multi_valued && attribute.sub_attribute("value").is_some() => {
+                return Ok((!id.trim().is_empty()).then(|| serde_json::json!({ "value": id })));
+            }
+            Value::Array(items) if !attribute.multi_valued && items.len() <= 1 => {
+                return match items.first() {
+                    Some(only) => normalize_single(attribute, only, label),
+                    None => Ok(None),
+                };
+            }
+            _ => return Err(Error::InvalidValue(format!("attribute '{label}' must be an object"))),
         };
         let mut stored = Map::new();
         for (key, value) in fields {
@@ -329,6 +346,30 @@ mod tests {
                 ENTERPRISE_USER_SCHEMA: {"department": "Ops", "manager": {"displayName": "Bo"}}
             })
         );
+    }
+
+    #[test]
+    fn entra_reference_shapes_and_valueless_elements() {
+        let stored = user(json!({
+            "schemas": [USER_SCHEMA], "userName": "ann",
+            "phoneNumbers": [{"type": "work"}, {"type": "mobile", "value": "+1 555"}],
+            "addresses": [{"type": "work", "locality": "Gdańsk"}],
+            ENTERPRISE_USER_SCHEMA: {"manager": "u-42"}
+        }))
+        .unwrap();
+        assert_eq!(stored["phoneNumbers"], json!([{"type": "mobile", "value": "+1 555"}]));
+        assert_eq!(
+            stored["addresses"],
+            json!([{"type": "work", "locality": "Gdańsk"}]),
+            "no value sub-attribute"
+        );
+        assert_eq!(stored[ENTERPRISE_USER_SCHEMA]["manager"], json!({"value": "u-42"}));
+        let as_array = json!({"schemas": [USER_SCHEMA], "userName": "ann",
+            ENTERPRISE_USER_SCHEMA: {"manager": [{"value": "u-42", "$ref": "https://x/Users/u-42"}]}});
+        assert_eq!(user(as_array).unwrap()[ENTERPRISE_USER_SCHEMA]["manager"]["value"], "u-42");
+        let two = json!({"schemas": [USER_SCHEMA], "userName": "ann",
+            ENTERPRISE_USER_SCHEMA: {"manager": [{"value": "a"}, {"value": "b"}]}});
+        assert!(user(two).is_err(), "a single-valued attribute takes one element");
     }
 
     #[test]

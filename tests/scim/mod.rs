@@ -1,4 +1,5 @@
 mod auth;
+mod conversations;
 mod discovery;
 mod errors;
 mod filters;
