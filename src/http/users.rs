@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::error::Result;
 use crate::scim::list::{list_response, ListRequest};
 use crate::scim::resource;
-use crate::scim::schema::ResourceKind;
+use crate::scim::schema::{ResourceKind, ENTERPRISE_USER_SCHEMA};
 use crate::scim::{patch, projection};
 use crate::store::groups::GroupRef;
 use crate::store::users::UserRecord;
@@ -20,11 +20,29 @@ use crate::store::users::UserRecord;
 fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Value {
     let schema = &state.registry().user;
     let mut stored = record.resource;
+    if let Some(manager_id) = &record.manager_id {
+        link_manager(&mut stored, manager_id, &state.base_url);
+    }
     if !record.groups.is_empty() {
         stored.insert("groups".into(), groups_value(&record.groups, &state.base_url));
     }
     let full = resource::render(schema, stored, &record.meta, &state.base_url);
     Value::Object(projection::project(schema, full, &projection.attributes, &projection.excluded))
+}
+
+/// A manager resolved to a user of the directory gets that user's id (unless the client sent
+/// a value of its own, which is returned as sent) and a `$ref` to them.
+fn link_manager(stored: &mut resource::Stored, manager_id: &str, base_url: &str) {
+    let manager = stored
+        .get_mut(ENTERPRISE_USER_SCHEMA)
+        .and_then(Value::as_object_mut)
+        .and_then(|extension| extension.get_mut("manager"))
+        .and_then(Value::as_object_mut);
+    if let Some(manager) = manager {
+        manager.entry("value").or_insert_with(|| Value::String(manager_id.to_string()));
+        let location = resource::location(ResourceKind::User, manager_id, base_url);
+        manager.insert("$ref".into(), Value::String(location));
+    }
 }
 
 /// A user's read-only `groups`, derived from the membership (RFC 7643 §4.1.2).

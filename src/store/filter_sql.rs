@@ -147,6 +147,10 @@ pub fn is_bounded_shape(filter: &Filter) -> bool {
     matches!(filter, Filter::Compare { .. } | Filter::Present(_))
 }
 
+/// The index key of the enterprise `manager.value`, which also matches the resolved manager
+/// link (`users.manager_id`, see `users::resolve_manager`).
+const MANAGER_VALUE_KEY: &str = "enterprise:manager.value";
+
 /// Compiles a User filter to a boolean SQL expression over `users`, for the directory
 /// `directory_id` (bound in every value subquery, so the `user_values` index applies).
 pub fn compile(filter: &Filter, directory_id: &str, backend: Backend) -> SqlFragment {
@@ -303,8 +307,20 @@ impl<'a> Compiler<'a> {
             return self.refuse(format!("Groups cannot be filtered on '{attr}'; filter on members.value"));
         }
         let (negated, op) = positive(op);
+        let linked_manager = attr.key() == MANAGER_VALUE_KEY;
+        if linked_manager {
+            // The value as sent, or the user the manager resolved to (users.manager_id).
+            self.sql(if negated {
+                "NOT ((users.manager_id IS NOT NULL AND "
+            } else {
+                "((users.manager_id IS NOT NULL AND "
+            });
+            self.text_condition("users.manager_id", op, &value.key());
+            self.sql(") OR ");
+        }
         let v = self.alias("v");
-        self.sql(if negated { "users.id NOT IN (" } else { "users.id IN (" });
+        let negated_subquery = negated && !linked_manager;
+        self.sql(if negated_subquery { "users.id NOT IN (" } else { "users.id IN (" });
         self.sql(&format!("SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
         self.text(self.directory_id);
         self.sql(&format!(" AND {v}.attr = "));
@@ -312,6 +328,9 @@ impl<'a> Compiler<'a> {
         self.sql(" AND ");
         self.text_condition(&format!("{v}.value"), op, &value.key());
         self.sql(")");
+        if linked_manager {
+            self.sql(")");
+        }
     }
 
     fn column_compare(&mut self, column: Column, op: CompareOp, value: &Operand) {
@@ -446,12 +465,19 @@ impl<'a> Compiler<'a> {
         if attr.is_complex() {
             return self.any_value_in_range(&format!("{}.", attr.key()));
         }
+        let linked_manager = attr.key() == MANAGER_VALUE_KEY;
+        if linked_manager {
+            self.sql("(users.manager_id IS NOT NULL OR ");
+        }
         let v = self.alias("v");
         self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
         self.text(self.directory_id);
         self.sql(&format!(" AND {v}.attr = "));
         self.text(attr.key());
         self.sql(&format!(" AND {v}.value <> '')"));
+        if linked_manager {
+            self.sql(")");
+        }
     }
 
     /// A non-empty value under any key starting with `prefix`: every sub-attribute of a complex

@@ -41,6 +41,8 @@ pub struct UserRow {
     pub created_at: i64,
     pub modified_at: i64,
     pub version: i64,
+    /// The user the manager resolves to (see `users::resolve_manager`).
+    pub manager_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]

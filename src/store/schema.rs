@@ -36,6 +36,7 @@ diesel::table! {
         created_at -> BigInt,
         modified_at -> BigInt,
         version -> BigInt,
+        manager_id -> Nullable<Text>,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::ids::{DirectoryId, UserId};
 use crate::scim::index::{self, Column};
 use crate::scim::list::{ListRequest, SortOrder};
 use crate::scim::resource::{if_match_admits, Meta, Stored};
-use crate::scim::schema::{Registry, ResourceSchema};
+use crate::scim::schema::{Registry, ResourceSchema, ENTERPRISE_USER_SCHEMA};
 use crate::scim::{filter, path};
 
 /// A stored user with its server-owned metadata.
@@ -26,6 +26,8 @@ pub struct UserRecord {
     pub resource: Stored,
     /// The groups the user belongs to, for the read-only `groups` attribute.
     pub groups: Vec<GroupRef>,
+    /// The user the enterprise manager resolves to, if any (see [`resolve_manager`]).
+    pub manager_id: Option<String>,
 }
 
 /// What to sort a listing by (already resolved against the schema).
@@ -65,6 +67,7 @@ fn record(row: UserRow) -> Result<UserRecord> {
         },
         resource,
         groups: Vec::new(),
+        manager_id: row.manager_id,
     })
 }
 
@@ -85,7 +88,12 @@ fn text<'a>(resource: &'a Stored, key: &str) -> Option<&'a str> {
     resource.get(key).and_then(Value::as_str)
 }
 
-fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored) -> Result<UserRow> {
+fn row_for(
+    directory: &DirectoryId,
+    meta: &Meta,
+    resource: &Stored,
+    manager_id: Option<String>,
+) -> Result<UserRow> {
     let user_name = text(resource, "userName")
         .ok_or_else(|| Error::InvalidValue("attribute 'userName' is required".into()))?
         .to_string();
@@ -101,6 +109,7 @@ fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored) -> Result<Us
         created_at: meta.created_at,
         modified_at: meta.modified_at,
         version: meta.version,
+        manager_id,
     })
 }
 
@@ -134,6 +143,141 @@ fn write_values(
     Ok(())
 }
 
+// --- The manager link: best effort, never an error (okta-push.md §4.1). ---
+
+const MANAGER_VALUE_KEY: &str = "enterprise:manager.value";
+const MANAGER_NAME_KEY: &str = "enterprise:manager.displayname";
+const EMPLOYEE_NUMBER_KEY: &str = "enterprise:employeenumber";
+
+fn manager_of(resource: &Stored) -> Option<&serde_json::Map<String, Value>> {
+    resource.get(ENTERPRISE_USER_SCHEMA)?.get("manager")?.as_object()
+}
+
+/// Users of the directory with `value` (as stored, so folded unless case-exact) under `attr`.
+fn users_with_value(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    attr: &str,
+    value: &str,
+) -> Result<Vec<String>> {
+    Ok(user_values::table
+        .filter(user_values::directory_id.eq(&directory.0))
+        .filter(user_values::attr.eq(attr))
+        .filter(user_values::value.eq(value))
+        .select(user_values::user_id)
+        .limit(3)
+        .load(conn)?)
+}
+
+/// The one id left once `self_id` is set aside (nobody manages themselves), if exactly one.
+fn only_other(ids: Vec<String>, self_id: &str) -> Option<String> {
+    let mut others = ids.into_iter().filter(|id| id != self_id);
+    match (others.next(), others.next()) {
+        (Some(id), None) => Some(id),
+        _ => None,
+    }
+}
+
+/// The user of the same directory that `resource`'s enterprise manager names, in order: a
+/// `value` that is a scimd user id; a `value` that is exactly one user's externalId or
+/// employeeNumber; a `displayName` that exactly one user has (case-insensitively). Ambiguous or
+/// unknown names link nothing; the manager stays as the client sent it either way.
+pub fn resolve_manager(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    self_id: &str,
+    resource: &Stored,
+) -> Result<Option<String>> {
+    let Some(manager) = manager_of(resource) else { return Ok(None) };
+    if let Some(value) = manager.get("value").and_then(Value::as_str) {
+        let by_id: Vec<String> = users::table
+            .filter(users::directory_id.eq(&directory.0))
+            .filter(users::id.eq(value))
+            .select(users::id)
+            .load(conn)?;
+        if let Some(id) = only_other(by_id, self_id) {
+            return Ok(Some(id));
+        }
+        let by_external_id: Vec<String> = users::table
+            .filter(users::directory_id.eq(&directory.0))
+            .filter(users::external_id.eq(value))
+            .select(users::id)
+            .limit(3)
+            .load(conn)?;
+        if let Some(id) = only_other(by_external_id, self_id) {
+            return Ok(Some(id));
+        }
+        let by_employee_number = users_with_value(conn, directory, EMPLOYEE_NUMBER_KEY, &index::fold(value))?;
+        if let Some(id) = only_other(by_employee_number, self_id) {
+            return Ok(Some(id));
+        }
+    }
+    if let Some(name) = manager.get("displayName").and_then(Value::as_str) {
+        let by_name: Vec<String> = users::table
+            .filter(users::directory_id.eq(&directory.0))
+            .filter(users::display_name_folded.eq(index::fold(name)))
+            .select(users::id)
+            .limit(3)
+            .load(conn)?;
+        return Ok(only_other(by_name, self_id));
+    }
+    Ok(None)
+}
+
+/// After `user_id` was written as `resource`: the users whose manager names it (it may have
+/// just arrived, or been renamed) and those linked to it are resolved again. Costs the number
+/// of such reports, found through indexes.
+fn relink_reports(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    user_id: &str,
+    resource: &Stored,
+) -> Result<()> {
+    let mut candidates: std::collections::BTreeSet<String> = users::table
+        .filter(users::directory_id.eq(&directory.0))
+        .filter(users::manager_id.eq(user_id))
+        .select(users::id)
+        .load::<String>(conn)?
+        .into_iter()
+        .collect();
+    if let Some(name) = text(resource, "displayName") {
+        candidates.extend(
+            user_values::table
+                .filter(user_values::directory_id.eq(&directory.0))
+                .filter(user_values::attr.eq(MANAGER_NAME_KEY))
+                .filter(user_values::value.eq(index::fold(name)))
+                .select(user_values::user_id)
+                .load::<String>(conn)?,
+        );
+    }
+    let employee_number =
+        resource.get(ENTERPRISE_USER_SCHEMA).and_then(|e| e.get("employeeNumber")).and_then(Value::as_str);
+    for value in [Some(user_id), text(resource, "externalId"), employee_number].into_iter().flatten() {
+        candidates.extend(
+            user_values::table
+                .filter(user_values::directory_id.eq(&directory.0))
+                .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
+                .filter(user_values::value.eq(value))
+                .select(user_values::user_id)
+                .load::<String>(conn)?,
+        );
+    }
+    candidates.remove(user_id);
+    for report in candidates {
+        let Some(row) =
+            users::table.filter(users::id.eq(&report)).select(UserRow::as_select()).first(conn).optional()?
+        else {
+            continue;
+        };
+        let current = record(row)?;
+        let resolved = resolve_manager(conn, directory, &report, &current.resource)?;
+        if resolved != current.manager_id {
+            diesel::update(users::table.find(&report)).set(users::manager_id.eq(resolved)).execute(conn)?;
+        }
+    }
+    Ok(())
+}
+
 fn unique_user_name(error: diesel::result::Error, resource: &Stored) -> Error {
     match error {
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
@@ -156,13 +300,15 @@ pub fn insert(
     resource.entry("active").or_insert(Value::Bool(true));
     let now = now_millis();
     let meta = Meta { id: UserId::generate().0, created_at: now, modified_at: now, version: 1 };
-    let row = row_for(directory, &meta, &resource)?;
+    let manager_id = resolve_manager(conn, directory, &meta.id, &resource)?;
+    let row = row_for(directory, &meta, &resource, manager_id.clone())?;
     diesel::insert_into(users::table)
         .values(&row)
         .execute(conn)
         .map_err(|e| unique_user_name(e, &resource))?;
     write_values(conn, registry, directory, &meta.id, &resource)?;
-    Ok(UserRecord { meta, resource, groups: Vec::new() })
+    relink_reports(conn, directory, &meta.id, &resource)?;
+    Ok(UserRecord { meta, resource, groups: Vec::new(), manager_id })
 }
 
 pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRecord>> {
@@ -219,14 +365,16 @@ pub fn modify(
         version: current.meta.version + 1,
         ..current.meta
     };
-    let row = row_for(directory, &meta, &resource)?;
+    let manager_id = resolve_manager(conn, directory, id, &resource)?;
+    let row = row_for(directory, &meta, &resource, manager_id.clone())?;
     diesel::update(users::table.find(id))
         .set(&row)
         .execute(conn)
         .map_err(|e| unique_user_name(e, &resource))?;
     diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
     write_values(conn, registry, directory, id, &resource)?;
-    Ok(UserRecord { meta, resource, groups: current.groups })
+    relink_reports(conn, directory, id, &resource)?;
+    Ok(UserRecord { meta, resource, groups: current.groups, manager_id })
 }
 
 /// PUT: full replacement of the client's attributes. `active` omitted keeps the current value,

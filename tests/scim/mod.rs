@@ -4,5 +4,6 @@ mod discovery;
 mod errors;
 mod filters;
 mod groups;
+mod manager;
 mod patch;
 mod users;

@@ -1,0 +1,2 @@
+DROP INDEX users_directory_manager;
+ALTER TABLE users DROP COLUMN manager_id;
