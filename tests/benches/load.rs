@@ -7,6 +7,8 @@
 //! ```
 //! Operations (`--ops`): `create`, `lookup` (`userName eq`), `deactivate` (PATCH active),
 //! `page` (pages of 100 in order, as an IdP imports) and `page_random` (any page).
+//! `--groups 10,10000,100000` instead measures `group_patch`: 10 members added to, then removed
+//! from, one group of each size (the membership cost must not grow with the group).
 //! PostgreSQL runs on a throwaway cluster this bench starts (like the tests do).
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
@@ -24,6 +26,7 @@ use serde_json::{json, Value};
 
 use scimd::app;
 use scimd::config::Config;
+use scimd::ids::DirectoryId;
 use scimd::scim::resource;
 use scimd::store::{directories, keys, users, Store};
 
@@ -33,6 +36,8 @@ struct Options {
     concurrency: Vec<usize>,
     seconds: u64,
     ops: Vec<String>,
+    /// Group sizes for the membership bench (`--groups 10,10000,100000`); replaces the user ops.
+    groups: Vec<u64>,
 }
 
 fn options() -> Option<Options> {
@@ -56,6 +61,11 @@ fn options() -> Option<Options> {
         concurrency: list("--concurrency", "16,64").iter().map(|s| s.parse().unwrap()).collect(),
         seconds: value("--seconds", "10").parse().unwrap(),
         ops: list("--ops", "create,lookup,deactivate,page,page_random"),
+        groups: if args.iter().any(|a| a == "--groups") {
+            list("--groups", "").iter().map(|s| s.parse().unwrap()).collect()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -72,7 +82,7 @@ fn user(n: u64) -> Value {
 }
 
 /// Seeds `count` users in transactions of 2,000; returns their ids.
-fn seed(store: &Store, directory: &scimd::ids::DirectoryId, count: u64) -> Vec<String> {
+fn seed(store: &Store, directory: &DirectoryId, count: u64) -> Vec<String> {
     let started = Instant::now();
     let mut ids = Vec::with_capacity(count as usize);
     let mut next = 0;
@@ -134,12 +144,14 @@ struct Outcome {
 /// Numbers new userNames across every phase of a run, so creates never collide.
 static CREATED: AtomicU64 = AtomicU64::new(0);
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     op: &str,
     base: &str,
     key: &str,
     ids: Arc<Vec<String>>,
     users: u64,
+    group: &str,
     concurrency: usize,
     seconds: u64,
 ) -> Outcome {
@@ -148,8 +160,14 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let (op, base, key, ids, counter) =
-            (op.to_string(), base.to_string(), key.to_string(), ids.clone(), counter.clone());
+        let (op, base, key, ids, counter, group) = (
+            op.to_string(),
+            base.to_string(),
+            key.to_string(),
+            ids.clone(),
+            counter.clone(),
+            group.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
             let mut latencies = Vec::new();
@@ -163,6 +181,7 @@ async fn drive(
             };
             let first_page = random();
             let mut n_local = 0u64;
+            let mut batch: Vec<String> = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let request = match op.as_str() {
@@ -200,6 +219,28 @@ async fn drive(
                         let pages = (users / 100).max(1);
                         let start = (random() % pages) * 100 + 1;
                         client.get(format!("{base}/scim/v2/Users?startIndex={start}&count=100"))
+                    }
+                    // Ten members in, then the same ten out, of one group (`ids` are non-members).
+                    "group_patch" => {
+                        let operation = if batch.is_empty() {
+                            batch = (0..10)
+                                .map(|_| ids[(random() % ids.len() as u64) as usize].clone())
+                                .collect();
+                            let members: Vec<Value> = batch.iter().map(|id| json!({"value": id})).collect();
+                            json!({"op": "add", "path": "members", "value": members})
+                        } else {
+                            let members: Vec<Value> =
+                                batch.drain(..).map(|id| json!({"value": id})).collect();
+                            json!({"op": "remove", "path": "members", "value": members})
+                        };
+                        client
+                            .patch(format!("{base}/scim/v2/Groups/{group}"))
+                            .header("content-type", "application/scim+json")
+                            .body(
+                                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                   "Operations": [operation]})
+                                .to_string(),
+                            )
                     }
                     other => panic!("unknown op {other}"),
                 };
@@ -252,6 +293,119 @@ fn database(backend: &str, dir: &std::path::Path, size: u64) -> String {
     }
 }
 
+/// A fresh database with one directory and its key.
+fn prepare(options: &Options, dir: &std::path::Path, size: u64) -> (String, Store, DirectoryId, String) {
+    let url = database(&options.backend, dir, size);
+    let config = Config { database_url: url.clone(), ..Config::default() };
+    let store = app::open_store(&config).unwrap();
+    store.migrate().unwrap();
+    let (directory, key) = store
+        .write_now(|conn, _| {
+            let created = directories::insert(conn, "bench", "Bench")?;
+            Ok((created.id.clone(), keys::issue(conn, &created.id, "bench", None)?.token.secret))
+        })
+        .unwrap();
+    (url, store, directory, key)
+}
+
+/// Starts the release server on `url` and waits until it accepts connections.
+fn serve(url: &str) -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
+        .args(["--database-url", url, "serve", "--bind", &bind])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&bind).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("http://{bind}"))
+}
+
+/// Drives one row and prints it.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+    server: &Server,
+    base: &str,
+    key: &str,
+    op: &str,
+    ids: Arc<Vec<String>>,
+    size: u64,
+    group: &str,
+    concurrency: usize,
+) {
+    let pid = server.0.id().to_string();
+    let server_before = proc_cpu_ticks(&pid);
+    let client_before = proc_cpu_ticks("self");
+    let outcome = runtime.block_on(drive(op, base, key, ids, size, group, concurrency, options.seconds));
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let seconds = outcome.elapsed.as_secs_f64();
+    let server_cpu = (proc_cpu_ticks(&pid) - server_before) as f64 / ticks_per_second / seconds * 100.0;
+    let client_cpu = (proc_cpu_ticks("self") - client_before) as f64 / ticks_per_second / seconds * 100.0;
+    println!(
+        "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {:.0} |",
+        options.backend,
+        size,
+        op,
+        concurrency,
+        outcome.requests as f64 / seconds,
+        percentile(&outcome.latencies_us, 0.50),
+        percentile(&outcome.latencies_us, 0.99),
+        outcome.errors,
+        server_cpu,
+        client_cpu,
+        rss_mib(server.0.id()),
+    );
+}
+
+/// Membership PATCH (10 members in, 10 out) against groups of each size, in one directory whose
+/// other users are the members added: the cost must not depend on the group's size.
+fn group_bench(runtime: &tokio::runtime::Runtime, options: &Options, dir: &std::path::Path) {
+    const POOL: u64 = 10_000;
+    let largest = options.groups.iter().copied().max().unwrap_or(0);
+    let (url, store, directory, key) = prepare(options, dir, largest + POOL);
+    let ids = seed(&store, &directory, largest + POOL);
+    let pool = Arc::new(ids[ids.len() - POOL as usize..].to_vec());
+    let mut groups = Vec::new();
+    for (n, &size) in options.groups.iter().enumerate() {
+        let started = Instant::now();
+        let members: std::collections::BTreeSet<String> = ids[..size as usize].iter().cloned().collect();
+        let directory = directory.clone();
+        let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": format!("Group {n}")});
+        let stored = resource::normalize(&store.registry().group, &body).unwrap();
+        let created = store
+            .write_now(move |conn, _| scimd::store::groups::insert(conn, &directory, stored, members))
+            .unwrap();
+        eprintln!("group of {size} members created in {:.1} s", started.elapsed().as_secs_f64());
+        groups.push((size, created.meta.id));
+    }
+    drop(store);
+    let (server, base) = serve(&url);
+    for (size, group) in &groups {
+        for &concurrency in &options.concurrency {
+            measure(
+                runtime,
+                options,
+                &server,
+                &base,
+                &key,
+                "group_patch",
+                pool.clone(),
+                *size,
+                group,
+                concurrency,
+            );
+        }
+    }
+}
+
 fn main() {
     let Some(options) = options() else {
         eprintln!("load bench: run it with `cargo bench --bench load` (see the file's header)");
@@ -259,64 +413,20 @@ fn main() {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    println!("| backend | users | op | concurrency | req/s | p50 ms | p99 ms | errors | server CPU % | client CPU % | server RSS MiB |");
+    let size_header = if options.groups.is_empty() { "users" } else { "members" };
+    println!("| backend | {size_header} | op | concurrency | req/s | p50 ms | p99 ms | errors | server CPU % | client CPU % | server RSS MiB |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    if !options.groups.is_empty() {
+        return group_bench(&runtime, &options, dir.path());
+    }
     for &size in &options.sizes {
-        let url = database(&options.backend, dir.path(), size);
-        let config = Config { database_url: url.clone(), ..Config::default() };
-        let store = app::open_store(&config).unwrap();
-        store.migrate().unwrap();
-        let (directory, key) = store
-            .write_now(|conn, _| {
-                let created = directories::insert(conn, "bench", "Bench")?;
-                Ok((created.id.clone(), keys::issue(conn, &created.id, "bench", None)?.token.secret))
-            })
-            .unwrap();
+        let (url, store, directory, key) = prepare(&options, dir.path(), size);
         let ids = Arc::new(seed(&store, &directory, size));
         drop(store);
-
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let bind = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
-            .args(["--database-url", &url, "serve", "--bind", &bind])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server(child);
-        let base = format!("http://{bind}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&bind).is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let pid = server.0.id().to_string();
+        let (server, base) = serve(&url);
         for op in &options.ops {
             for &concurrency in &options.concurrency {
-                let server_before = proc_cpu_ticks(&pid);
-                let client_before = proc_cpu_ticks("self");
-                let outcome =
-                    runtime.block_on(drive(op, &base, &key, ids.clone(), size, concurrency, options.seconds));
-                let ticks_per_second = 100.0; // USER_HZ on Linux
-                let seconds = outcome.elapsed.as_secs_f64();
-                let server_cpu =
-                    (proc_cpu_ticks(&pid) - server_before) as f64 / ticks_per_second / seconds * 100.0;
-                let client_cpu =
-                    (proc_cpu_ticks("self") - client_before) as f64 / ticks_per_second / seconds * 100.0;
-                println!(
-                    "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {:.0} |",
-                    options.backend,
-                    size,
-                    op,
-                    concurrency,
-                    outcome.requests as f64 / seconds,
-                    percentile(&outcome.latencies_us, 0.50),
-                    percentile(&outcome.latencies_us, 0.99),
-                    outcome.errors,
-                    server_cpu,
-                    client_cpu,
-                    rss_mib(server.0.id()),
-                );
+                measure(&runtime, &options, &server, &base, &key, op, ids.clone(), size, "", concurrency);
             }
         }
         drop(server);
