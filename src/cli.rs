@@ -9,6 +9,7 @@ use crate::app;
 use crate::config::{Config, Overrides};
 use crate::error::{Error, Result};
 use crate::scim::index::format_millis;
+use crate::store::directories::DeletionPolicy;
 use crate::store::{directories, keys, now_millis, Store};
 
 #[derive(Debug, Parser)]
@@ -58,9 +59,25 @@ pub enum DirectoryCommand {
         /// Display name (defaults to the slug).
         #[arg(long)]
         name: Option<String>,
+        /// What a SCIM DELETE of a user does: 'deactivate' keeps the person as deprovisioned
+        /// (invisible to SCIM, kept for lookup and audit); 'delete' removes them.
+        #[arg(long, value_parser = parse_deletion, default_value = "deactivate")]
+        deletion: DeletionPolicy,
+    },
+    /// Change a directory's settings.
+    Configure {
+        /// Directory slug.
+        slug: String,
+        /// What a SCIM DELETE of a user does: 'deactivate' or 'delete'.
+        #[arg(long, value_parser = parse_deletion)]
+        deletion: DeletionPolicy,
     },
     /// List directories.
     List,
+}
+
+fn parse_deletion(text: &str) -> std::result::Result<DeletionPolicy, String> {
+    DeletionPolicy::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,20 +168,34 @@ fn migrated_store(config: &Config) -> Result<Store> {
 
 fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
     match command {
-        DirectoryCommand::Create { slug, name } => {
+        DirectoryCommand::Create { slug, name, deletion } => {
             let name = name.unwrap_or_else(|| slug.clone());
-            let created = store.write_now(move |conn, _| directories::insert(conn, &slug, &name))?;
+            let created = store.write_now(move |conn, _| {
+                let created = directories::insert(conn, &slug, &name)?;
+                directories::set_deletion(conn, &created.slug, deletion)
+            })?;
             println!("{}", created.slug);
             eprintln!(
                 "created directory '{}' (id {}); issue a key with: scimd key issue {}",
                 created.slug, created.id, created.slug
             );
         }
+        DirectoryCommand::Configure { slug, deletion } => {
+            let changed = store.write_now(move |conn, _| directories::set_deletion(conn, &slug, deletion))?;
+            eprintln!("directory '{}': deletion = {}", changed.slug, changed.deletion.as_str());
+        }
         DirectoryCommand::List => {
             let all = store.read_now(|conn, _| directories::list(conn))?;
-            println!("{:<24} {:<36} {:<24} NAME", "SLUG", "ID", "CREATED");
+            println!("{:<24} {:<36} {:<24} {:<10} NAME", "SLUG", "ID", "CREATED", "DELETION");
             for d in all {
-                println!("{:<24} {:<36} {:<24} {}", d.slug, d.id, format_millis(d.created_at), d.name);
+                println!(
+                    "{:<24} {:<36} {:<24} {:<10} {}",
+                    d.slug,
+                    d.id,
+                    format_millis(d.created_at),
+                    d.deletion.as_str(),
+                    d.name
+                );
             }
         }
     }

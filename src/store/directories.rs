@@ -14,11 +14,50 @@ pub struct Directory {
     pub slug: String,
     pub name: String,
     pub created_at: i64,
+    pub deletion: DeletionPolicy,
 }
 
 impl From<DirectoryRow> for Directory {
     fn from(row: DirectoryRow) -> Self {
-        Directory { id: DirectoryId(row.id), slug: row.slug, name: row.name, created_at: row.created_at }
+        Directory {
+            id: DirectoryId(row.id),
+            slug: row.slug,
+            name: row.name,
+            created_at: row.created_at,
+            // Only values written through DeletionPolicy are stored; anything else keeps people.
+            deletion: DeletionPolicy::parse(&row.deletion).unwrap_or_default(),
+        }
+    }
+}
+
+/// What a SCIM `DELETE /Users/{id}` does in a directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// The user is deprovisioned: gone for SCIM (404, userName free again), but the record, its
+    /// contact data and history stay for directory lookup and audit.
+    #[default]
+    Deactivate,
+    /// The row is removed.
+    Delete,
+}
+
+impl DeletionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionPolicy::Deactivate => "deactivate",
+            DeletionPolicy::Delete => "delete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<DeletionPolicy> {
+        match text {
+            "deactivate" => Ok(DeletionPolicy::Deactivate),
+            "delete" => Ok(DeletionPolicy::Delete),
+            other => Err(Error::InvalidValue(format!(
+                "deletion policy '{other}' is not known: use 'deactivate' (keep deleted users as \
+                 deprovisioned) or 'delete' (remove them)"
+            ))),
+        }
     }
 }
 
@@ -45,6 +84,7 @@ pub fn insert(conn: &mut DbConn, slug: &str, name: &str) -> Result<Directory> {
         slug: slug.to_string(),
         name: name.to_string(),
         created_at: now_millis(),
+        deletion: DeletionPolicy::default().as_str().to_string(),
     };
     diesel::insert_into(directories::table).values(&row).execute(conn).map_err(|e| match e {
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
@@ -66,6 +106,20 @@ pub fn find_by_slug(conn: &mut DbConn, slug: &str) -> Result<Option<Directory>> 
 
 pub fn get_by_slug(conn: &mut DbConn, slug: &str) -> Result<Directory> {
     find_by_slug(conn, slug)?.ok_or_else(|| Error::NotFound(format!("no directory with slug '{slug}'")))
+}
+
+pub fn set_deletion(conn: &mut DbConn, slug: &str, policy: DeletionPolicy) -> Result<Directory> {
+    let directory = get_by_slug(conn, slug)?;
+    diesel::update(directories::table.find(&directory.id.0))
+        .set(directories::deletion.eq(policy.as_str()))
+        .execute(conn)?;
+    Ok(Directory { deletion: policy, ..directory })
+}
+
+/// The deletion policy of a directory by id.
+pub fn deletion_policy(conn: &mut DbConn, directory: &DirectoryId) -> Result<DeletionPolicy> {
+    let text: String = directories::table.find(&directory.0).select(directories::deletion).first(conn)?;
+    DeletionPolicy::parse(&text)
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<Directory>> {

@@ -110,6 +110,7 @@ fn check_users_exist(conn: &mut DbConn, directory: &DirectoryId, ids: &BTreeSet<
     for chunk in wanted.chunks(CHUNK) {
         let existing: Vec<String> = users::table
             .filter(users::directory_id.eq(&directory.0))
+            .filter(users::deprovisioned_at.is_null())
             .filter(users::id.eq_any(chunk))
             .select(users::id)
             .load(conn)?;

@@ -11,6 +11,8 @@ pub struct DirectoryRow {
     pub slug: String,
     pub name: String,
     pub created_at: i64,
+    /// `deactivate` or `delete` (see `directories::DeletionPolicy`).
+    pub deletion: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -43,6 +45,8 @@ pub struct UserRow {
     pub version: i64,
     /// The user the manager resolves to (see `users::resolve_manager`).
     pub manager_id: Option<String>,
+    /// Set when a SCIM DELETE deprovisioned the user under the `deactivate` policy.
+    pub deprovisioned_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Insertable)]

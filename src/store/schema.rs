@@ -6,6 +6,7 @@ diesel::table! {
         slug -> Text,
         name -> Text,
         created_at -> BigInt,
+        deletion -> Text,
     }
 }
 
@@ -37,6 +38,7 @@ diesel::table! {
         modified_at -> BigInt,
         version -> BigInt,
         manager_id -> Nullable<Text>,
+        deprovisioned_at -> Nullable<BigInt>,
     }
 }
 

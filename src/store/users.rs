@@ -4,12 +4,13 @@
 use diesel::prelude::*;
 use serde_json::Value;
 
+use super::directories::{self, DeletionPolicy};
 use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::groups::{self, GroupRef};
 use super::keys::Principal;
 use super::list_cache::ListCache;
 use super::rows::{CountRow, IdRow, UserRow, UserValueRow};
-use super::schema::{user_values, users};
+use super::schema::{group_members, user_values, users};
 use super::{now_millis, Backend, DbConn, Store};
 use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, UserId};
@@ -110,6 +111,7 @@ fn row_for(
         modified_at: meta.modified_at,
         version: meta.version,
         manager_id,
+        deprovisioned_at: None,
     })
 }
 
@@ -160,10 +162,12 @@ fn users_with_value(
     attr: &str,
     value: &str,
 ) -> Result<Vec<String>> {
+    let live = users::table.filter(users::deprovisioned_at.is_null()).select(users::id);
     Ok(user_values::table
         .filter(user_values::directory_id.eq(&directory.0))
         .filter(user_values::attr.eq(attr))
         .filter(user_values::value.eq(value))
+        .filter(user_values::user_id.eq_any(live))
         .select(user_values::user_id)
         .limit(3)
         .load(conn)?)
@@ -192,6 +196,7 @@ pub fn resolve_manager(
     if let Some(value) = manager.get("value").and_then(Value::as_str) {
         let by_id: Vec<String> = users::table
             .filter(users::directory_id.eq(&directory.0))
+            .filter(users::deprovisioned_at.is_null())
             .filter(users::id.eq(value))
             .select(users::id)
             .load(conn)?;
@@ -200,6 +205,7 @@ pub fn resolve_manager(
         }
         let by_external_id: Vec<String> = users::table
             .filter(users::directory_id.eq(&directory.0))
+            .filter(users::deprovisioned_at.is_null())
             .filter(users::external_id.eq(value))
             .select(users::id)
             .limit(3)
@@ -215,6 +221,7 @@ pub fn resolve_manager(
     if let Some(name) = manager.get("displayName").and_then(Value::as_str) {
         let by_name: Vec<String> = users::table
             .filter(users::directory_id.eq(&directory.0))
+            .filter(users::deprovisioned_at.is_null())
             .filter(users::display_name_folded.eq(index::fold(name)))
             .select(users::id)
             .limit(3)
@@ -240,33 +247,28 @@ fn relink_reports(
         .load::<String>(conn)?
         .into_iter()
         .collect();
-    if let Some(name) = text(resource, "displayName") {
-        candidates.extend(
-            user_values::table
-                .filter(user_values::directory_id.eq(&directory.0))
-                .filter(user_values::attr.eq(MANAGER_NAME_KEY))
-                .filter(user_values::value.eq(index::fold(name)))
-                .select(user_values::user_id)
-                .load::<String>(conn)?,
-        );
-    }
+    // One indexed query for everyone whose manager names this user by value or by name.
     let employee_number =
         resource.get(ENTERPRISE_USER_SCHEMA).and_then(|e| e.get("employeeNumber")).and_then(Value::as_str);
-    for value in [Some(user_id), text(resource, "externalId"), employee_number].into_iter().flatten() {
-        candidates.extend(
-            user_values::table
-                .filter(user_values::directory_id.eq(&directory.0))
-                .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
-                .filter(user_values::value.eq(value))
-                .select(user_values::user_id)
-                .load::<String>(conn)?,
-        );
-    }
+    let values: Vec<&str> =
+        [Some(user_id), text(resource, "externalId"), employee_number].into_iter().flatten().collect();
+    let by_value = user_values::attr.eq(MANAGER_VALUE_KEY).and(user_values::value.eq_any(values));
+    let naming = user_values::table
+        .filter(user_values::directory_id.eq(&directory.0))
+        .select(user_values::user_id)
+        .into_boxed();
+    let naming = match text(resource, "displayName") {
+        Some(name) => naming.filter(
+            by_value.or(user_values::attr.eq(MANAGER_NAME_KEY).and(user_values::value.eq(index::fold(name)))),
+        ),
+        None => naming.filter(by_value),
+    };
+    candidates.extend(naming.load::<String>(conn)?);
     candidates.remove(user_id);
     for report in candidates {
-        let Some(row) =
-            users::table.filter(users::id.eq(&report)).select(UserRow::as_select()).first(conn).optional()?
-        else {
+        let live_report =
+            users::table.filter(users::id.eq(&report)).filter(users::deprovisioned_at.is_null());
+        let Some(row) = live_report.select(UserRow::as_select()).first(conn).optional()? else {
             continue;
         };
         let current = record(row)?;
@@ -315,6 +317,7 @@ pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Opti
     let found = users::table
         .filter(users::directory_id.eq(&directory.0))
         .filter(users::id.eq(id))
+        .filter(users::deprovisioned_at.is_null())
         .select(UserRow::as_select())
         .first(conn)
         .optional()?
@@ -395,19 +398,66 @@ pub fn replace(
     })
 }
 
+/// SCIM DELETE, as the directory's deletion policy says: remove the row, or deprovision the
+/// user (gone for SCIM, kept for lookup and audit). Either way the user leaves its groups and
+/// the reports it managed lose the link; nothing the clients sent about anyone else changes.
 pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Option<&str>) -> Result<()> {
     let current = get(conn, directory, id)?;
     check_version(&current, if_match)?;
-    diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
-    diesel::delete(users::table.filter(users::directory_id.eq(&directory.0)).filter(users::id.eq(id)))
-        .execute(conn)?;
+    match directories::deletion_policy(conn, directory)? {
+        DeletionPolicy::Delete => {
+            diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
+            diesel::delete(
+                users::table.filter(users::directory_id.eq(&directory.0)).filter(users::id.eq(id)),
+            )
+            .execute(conn)?;
+        }
+        DeletionPolicy::Deactivate => {
+            let now = now_millis().max(current.meta.modified_at);
+            diesel::update(users::table.find(id))
+                .set((
+                    users::deprovisioned_at.eq(Some(now)),
+                    users::modified_at.eq(now),
+                    users::version.eq(current.meta.version + 1),
+                ))
+                .execute(conn)?;
+            diesel::delete(group_members::table.filter(group_members::user_id.eq(id))).execute(conn)?;
+            diesel::update(users::table.filter(users::manager_id.eq(id)))
+                .set(users::manager_id.eq(None::<String>))
+                .execute(conn)?;
+        }
+    }
     Ok(())
 }
 
-/// `FROM users WHERE users.directory_id = ? [AND (<filter>)]`.
+/// A user by id whether live or deprovisioned, with when it was deprovisioned (for directory
+/// lookup and audit; SCIM never sees deprovisioned users).
+pub fn find_any(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    id: &str,
+) -> Result<Option<(UserRecord, Option<i64>)>> {
+    let row: Option<UserRow> = users::table
+        .filter(users::directory_id.eq(&directory.0))
+        .filter(users::id.eq(id))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?;
+    match row {
+        Some(row) => {
+            let deprovisioned_at = row.deprovisioned_at;
+            Ok(Some((record(row)?, deprovisioned_at)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `FROM users WHERE users.directory_id = ? AND users.deprovisioned_at IS NULL [AND (<filter>)]`.
 fn from_where(sql: &mut SqlFragment, directory: &DirectoryId, filter: &Option<SqlFragment>) {
+    // Deprovisioned users are invisible to SCIM; this term also selects the live-user indexes.
     sql.push_sql(" FROM users WHERE users.directory_id = ");
     sql.push(SqlPart::Text(directory.0.clone()));
+    sql.push_sql(" AND users.deprovisioned_at IS NULL");
     if let Some(fragment) = filter {
         sql.push_sql(" AND (");
         sql.append(fragment.clone());

@@ -1,5 +1,6 @@
 mod auth;
 mod conversations;
+mod deletion;
 mod discovery;
 mod errors;
 mod filters;
