@@ -21,7 +21,7 @@ fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Valu
     let schema = &state.registry().user;
     let mut stored = record.resource;
     if let Some(manager_id) = &record.manager_id {
-        link_manager(&mut stored, manager_id, &state.base_url);
+        link_manager(&mut stored, manager_id, record.manager_name.as_deref(), &state.base_url);
     }
     if !record.groups.is_empty() {
         stored.insert("groups".into(), groups_value(&record.groups, &state.base_url));
@@ -31,8 +31,9 @@ fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Valu
 }
 
 /// A manager resolved to a user of the directory gets that user's id (unless the client sent
-/// a value of its own, which is returned as sent) and a `$ref` to them.
-fn link_manager(stored: &mut resource::Stored, manager_id: &str, base_url: &str) {
+/// a value of its own, which is returned as sent), a `$ref` to them, and their displayName when
+/// the client sent none (Entra sends only the id).
+fn link_manager(stored: &mut resource::Stored, manager_id: &str, name: Option<&str>, base_url: &str) {
     let manager = stored
         .get_mut(ENTERPRISE_USER_SCHEMA)
         .and_then(Value::as_object_mut)
@@ -42,6 +43,9 @@ fn link_manager(stored: &mut resource::Stored, manager_id: &str, base_url: &str)
         manager.entry("value").or_insert_with(|| Value::String(manager_id.to_string()));
         let location = resource::location(ResourceKind::User, manager_id, base_url);
         manager.insert("$ref".into(), Value::String(location));
+        if let Some(name) = name {
+            manager.entry("displayName").or_insert_with(|| Value::String(name.to_string()));
+        }
     }
 }
 

@@ -29,6 +29,9 @@ pub struct UserRecord {
     pub groups: Vec<GroupRef>,
     /// The user the enterprise manager resolves to, if any (see [`resolve_manager`]).
     pub manager_id: Option<String>,
+    /// That user's displayName, when the client sent the manager as an id only (Entra): the
+    /// response fills it in.
+    pub manager_name: Option<String>,
 }
 
 /// What to sort a listing by (already resolved against the schema).
@@ -69,6 +72,7 @@ fn record(row: UserRow) -> Result<UserRecord> {
         resource,
         groups: Vec::new(),
         manager_id: row.manager_id,
+        manager_name: None,
     })
 }
 
@@ -79,8 +83,36 @@ fn attach_groups(conn: &mut DbConn, records: &mut [UserRecord]) -> Result<()> {
     }
     let ids: Vec<&str> = records.iter().map(|r| r.meta.id.as_str()).collect();
     let mut by_user = groups::groups_of(conn, &ids)?;
-    for record in records {
+    for record in records.iter_mut() {
         record.groups = by_user.remove(&record.meta.id).unwrap_or_default();
+    }
+    attach_manager_names(conn, records)
+}
+
+/// Fills `manager_name` for records whose manager is linked but was sent without a
+/// displayName, with one query for all of them.
+fn attach_manager_names(conn: &mut DbConn, records: &mut [UserRecord]) -> Result<()> {
+    let wanted: Vec<String> = records
+        .iter()
+        .filter(|r| manager_of(&r.resource).is_some_and(|m| !m.contains_key("displayName")))
+        .filter_map(|r| r.manager_id.clone())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(String, String)> =
+        users::table.filter(users::id.eq_any(&wanted)).select((users::id, users::data)).load(conn)?;
+    let names: std::collections::HashMap<String, String> = rows
+        .into_iter()
+        .filter_map(|(id, data)| {
+            let resource: Value = serde_json::from_str(&data).ok()?;
+            Some((id, resource.get("displayName")?.as_str()?.to_string()))
+        })
+        .collect();
+    for record in records.iter_mut() {
+        if let Some(id) = &record.manager_id {
+            record.manager_name = names.get(id).cloned();
+        }
     }
     Ok(())
 }
@@ -310,7 +342,10 @@ pub fn insert(
         .map_err(|e| unique_user_name(e, &resource))?;
     write_values(conn, registry, directory, &meta.id, &resource)?;
     relink_reports(conn, directory, &meta.id, &resource)?;
-    Ok(UserRecord { meta, resource, groups: Vec::new(), manager_id })
+    let mut created = [UserRecord { meta, resource, groups: Vec::new(), manager_id, manager_name: None }];
+    attach_manager_names(conn, &mut created)?;
+    let [created] = created;
+    Ok(created)
 }
 
 pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRecord>> {
@@ -377,7 +412,10 @@ pub fn modify(
     diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
     write_values(conn, registry, directory, id, &resource)?;
     relink_reports(conn, directory, id, &resource)?;
-    Ok(UserRecord { meta, resource, groups: current.groups, manager_id })
+    let mut changed = [UserRecord { meta, resource, groups: current.groups, manager_id, manager_name: None }];
+    attach_manager_names(conn, &mut changed)?;
+    let [changed] = changed;
+    Ok(changed)
 }
 
 /// PUT: full replacement of the client's attributes. `active` omitted keeps the current value,
