@@ -17,11 +17,11 @@ use crate::scim::schema::ResourceKind;
 use crate::scim::{patch, projection, resource};
 use crate::store::groups::{GroupRecord, Member};
 
-fn wants_members(state: &AppState, projection: &Projection) -> bool {
+pub(super) fn wants_members(state: &AppState, projection: &Projection) -> bool {
     projection::keeps(&state.registry().group, "members", &projection.attributes, &projection.excluded)
 }
 
-fn render(state: &AppState, record: GroupRecord, projection: &Projection) -> Value {
+pub(super) fn render(state: &AppState, record: GroupRecord, projection: &Projection) -> Value {
     let schema = &state.registry().group;
     let mut stored = record.resource;
     if let Some(members) = &record.members {

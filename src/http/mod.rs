@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod search;
 pub mod users;
 
 use actix_web::body::MessageBody;
@@ -46,11 +47,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         .route(web::post().to(users::create))
                         .default_service(web::to(method_not_allowed)),
                 )
-                // Root search spans resource types (RFC 7644 §3.4.3); it searches Users only.
-                // Neither Okta nor Entra uses it, and one order across two tables is not built.
                 .service(
                     web::resource("/.search")
-                        .route(web::post().to(users::search))
+                        .route(web::post().to(search::search_all))
                         .default_service(web::to(method_not_allowed)),
                 )
                 .service(

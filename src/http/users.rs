@@ -17,7 +17,7 @@ use crate::scim::{patch, projection};
 use crate::store::groups::GroupRef;
 use crate::store::users::UserRecord;
 
-fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Value {
+pub(super) fn render(state: &AppState, record: UserRecord, projection: &Projection) -> Value {
     let schema = &state.registry().user;
     let mut stored = record.resource;
     if let Some(manager_id) = &record.manager_id {

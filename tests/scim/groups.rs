@@ -16,6 +16,7 @@ on_both_backends!(
     put_replaces_name_and_membership,
     display_names_are_unique_per_directory_case_insensitively,
     another_directory_cannot_see_or_change_a_group,
+    root_search_spans_users_then_groups,
 );
 
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -389,4 +390,45 @@ async fn another_directory_cannot_see_or_change_a_group(server: TestServer) {
     let listed = server.send(server.http.get(server.url("/scim/v2/Groups")).bearer_auth(&other_key)).await;
     assert_eq!(listed.body["totalResults"], 0);
     assert_eq!(member_ids(&server.get(&path).await.body), vec![ann]);
+}
+
+async fn root_search_spans_users_then_groups(server: TestServer) {
+    let ann = user(&server, "ann@example.com").await;
+    let bob = user(&server, "bob@example.com").await;
+    let (_, crew) = create_group(&server, group_body("Crew", &[&ann])).await;
+    let (_, pilots) = create_group(&server, group_body("Pilots", &[])).await;
+    let server = &server;
+    let search = |body: Value| async move { server.post("/scim/v2/.search", &body).await };
+    let ids = |reply: &Value| -> Vec<String> {
+        reply["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    let all = search(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.body["totalResults"], 4);
+    let everyone = vec![
+        ann.clone(),
+        bob.clone(),
+        crew["id"].as_str().unwrap().to_string(),
+        pilots["id"].as_str().unwrap().to_string(),
+    ];
+    assert_eq!(ids(&all.body), everyone);
+    // One list, paged across the boundary between the types.
+    let page = search(json!({"startIndex": 2, "count": 2})).await;
+    assert_eq!(page.body["totalResults"], 4);
+    assert_eq!(ids(&page.body), everyone[1..3].to_vec());
+    let last = search(json!({"startIndex": 4, "count": 10})).await;
+    assert_eq!(ids(&last.body), everyone[3..].to_vec());
+    // A filter only one type can answer searches that type; one both can answer, both.
+    let by_user_name = search(json!({"filter": "userName eq \"bob@example.com\""})).await;
+    assert_eq!(ids(&by_user_name.body), vec![bob.clone()]);
+    let by_id = search(json!({"filter": format!("id eq \"{}\"", crew["id"].as_str().unwrap()), "attributes": ["displayName"]})).await;
+    assert_eq!(
+        by_id.body["Resources"],
+        json!([{"schemas": [GROUP_SCHEMA], "id": crew["id"], "displayName": "Crew"}])
+    );
+    let counted = search(json!({"count": 0})).await;
+    assert_eq!(counted.body["totalResults"], 4);
+    assert_eq!(counted.body["Resources"], json!([]));
+    search(json!({"filter": "nonsense eq 1"})).await.assert_error(400, Some("invalidFilter"));
+    search(json!({"sortBy": "displayName"})).await.assert_error(400, Some("invalidValue"));
 }
