@@ -11,7 +11,7 @@ use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::keys::Principal;
 use super::rows::{CountRow, GroupRow};
 use super::schema::{group_members, groups, users};
-use super::{now_millis, Backend, DbConn, Store};
+use super::{check_version, now_millis, parse_stored, Backend, DbConn, Store};
 use crate::error::{Error, Result};
 use crate::ids::DirectoryId;
 use crate::scim::filter;
@@ -19,7 +19,7 @@ use crate::scim::index::{self, Column};
 use crate::scim::list::{ListRequest, SortOrder};
 pub use crate::scim::members::MemberChanges;
 use crate::scim::path;
-use crate::scim::resource::{if_match_admits, Meta, Stored};
+use crate::scim::resource::{Meta, Stored};
 use crate::scim::schema::{Registry, ResourceSchema};
 
 /// A member as returned: the user's id and, for `display`, their userName.
@@ -49,12 +49,7 @@ pub struct GroupRef {
 const CHUNK: usize = 500;
 
 fn record(row: GroupRow, members: Option<Vec<Member>>) -> Result<GroupRecord> {
-    let resource = match serde_json::from_str(&row.data) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) | Err(_) => {
-            return Err(Error::Internal(format!("group {} has a corrupt stored resource", row.id)))
-        }
-    };
+    let resource = parse_stored("group", &row.id, &row.data)?;
     Ok(GroupRecord {
         meta: Meta {
             id: row.id,
@@ -226,16 +221,6 @@ pub fn get(conn: &mut DbConn, directory: &DirectoryId, id: &str, with_members: b
     let row = find_row(conn, directory, id)?.ok_or_else(|| not_found(id))?;
     let members = if with_members { Some(load_members(conn, id)?) } else { None };
     record(row, members)
-}
-
-fn check_version(meta: &Meta, if_match: Option<&str>) -> Result<()> {
-    match if_match {
-        Some(header) if !if_match_admits(header, meta) => Err(Error::PreconditionFailed(format!(
-            "If-Match {header} does not match the current version {}",
-            meta.etag()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// Changes a group: its attributes through `change`, its membership by `changes`. The version

@@ -25,6 +25,7 @@ pub use conn::{Backend, DatabaseUrl, DbConn};
 
 use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, KeyId};
+use crate::scim::resource::{if_match_admits, Meta, Stored};
 use crate::scim::schema::Registry;
 use keys::Principal;
 
@@ -231,6 +232,26 @@ pub fn db_error(error: diesel::result::Error) -> Error {
 impl From<diesel::result::Error> for Error {
     fn from(error: diesel::result::Error) -> Self {
         db_error(error)
+    }
+}
+
+/// A stored resource's JSON (`users.data`, `groups.data`) read back; anything but an object
+/// means the row was damaged outside scimd.
+fn parse_stored(kind: &str, id: &str, data: &str) -> Result<Stored> {
+    match serde_json::from_str(data) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) | Err(_) => Err(Error::Internal(format!("{kind} {id} has a corrupt stored resource"))),
+    }
+}
+
+/// `If-Match` against the current version: 412 unless it admits it (RFC 7644 §3.14).
+fn check_version(meta: &Meta, if_match: Option<&str>) -> Result<()> {
+    match if_match {
+        Some(header) if !if_match_admits(header, meta) => Err(Error::PreconditionFailed(format!(
+            "If-Match {header} does not match the current version {}",
+            meta.etag()
+        ))),
+        _ => Ok(()),
     }
 }
 
