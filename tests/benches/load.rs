@@ -107,8 +107,11 @@ fn seed(store: &Store, directory: &DirectoryId, count: u64) -> Vec<String> {
         if store.backend() == scimd::store::Backend::Postgres && batches.is_power_of_two() {
             store
                 .write_now(|conn, _| {
-                    diesel::connection::SimpleConnection::batch_execute(conn, "ANALYZE users; ANALYZE user_values")
-                        .map_err(scimd::store::db_error)
+                    diesel::connection::SimpleConnection::batch_execute(
+                        conn,
+                        "ANALYZE users; ANALYZE user_values",
+                    )
+                    .map_err(scimd::store::db_error)
                 })
                 .unwrap();
         }
