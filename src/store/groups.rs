@@ -270,19 +270,49 @@ pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Op
 
 /// The groups each of `user_ids` belongs to, for their `groups` attribute.
 pub fn groups_of(conn: &mut DbConn, user_ids: &[&str]) -> Result<HashMap<String, Vec<GroupRef>>> {
+    let backend = match conn {
+        DbConn::Sqlite(_) => Backend::Sqlite,
+        DbConn::Postgres(_) => Backend::Postgres,
+    };
     let mut by_user: HashMap<String, Vec<GroupRef>> = HashMap::new();
-    for chunk in user_ids.chunks(CHUNK) {
-        let rows: Vec<(String, String, String)> = group_members::table
-            .inner_join(groups::table)
-            .filter(group_members::user_id.eq_any(chunk))
-            .select((group_members::user_id, groups::id, groups::display_name))
-            .order((group_members::user_id.asc(), groups::id.asc()))
-            .load(conn)?;
-        for (user_id, group_id, display_name) in rows {
-            by_user.entry(user_id).or_default().push(GroupRef { group_id, display_name });
+    for chunk in user_ids.chunks(GROUPS_OF_CHUNK) {
+        // Every user read runs this, so it must stay prepared. diesel never caches a dynamic
+        // `IN` list; padding the list to a power of two (repeating the last id) keeps the
+        // statement to a few shapes that can be.
+        let Some(last) = chunk.last() else { continue };
+        let width = chunk.len().next_power_of_two();
+        let mut sql = SqlFragment::new(backend);
+        sql.push_sql(
+            "SELECT gm.user_id AS user_id, g.id AS group_id, g.display_name AS display_name \
+             FROM group_members gm JOIN groups g ON g.id = gm.group_id WHERE gm.user_id IN (",
+        );
+        for n in 0..width {
+            sql.push_sql(if n == 0 { "" } else { ", " });
+            sql.push(SqlPart::Text(chunk.get(n).unwrap_or(last).to_string()));
+        }
+        sql.push_sql(") ORDER BY gm.user_id, g.id");
+        let rows: Vec<GroupOfRow> = Statement::cached(sql).load(conn)?;
+        for row in rows {
+            by_user
+                .entry(row.user_id)
+                .or_default()
+                .push(GroupRef { group_id: row.group_id, display_name: row.display_name });
         }
     }
     Ok(by_user)
+}
+
+/// At most this many users' groups per statement: a power of two, so padding stays in bounds.
+const GROUPS_OF_CHUNK: usize = 256;
+
+#[derive(Debug, QueryableByName)]
+struct GroupOfRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    group_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    display_name: String,
 }
 
 /// One page of a group listing.

@@ -334,6 +334,16 @@ async fn users_show_their_groups_and_deletions_leave_no_dangling_members(server:
     // A user without groups has no `groups` attribute at all.
     let carol = user(&server, "carol@example.com").await;
     assert!(server.get(&format!("/scim/v2/Users/{carol}")).await.body.get("groups").is_none());
+    // A page of three users (their groups are read in one padded statement) gets each its own.
+    let dave = user(&server, "dave@example.com").await;
+    let page = server.get("/scim/v2/Users?attributes=groups").await.body;
+    let groups_by_user: Vec<(String, usize)> = page["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["id"].as_str().unwrap().to_string(), u["groups"].as_array().map_or(0, Vec::len)))
+        .collect();
+    assert_eq!(groups_by_user, vec![(ann.clone(), 1), (carol, 0), (dave, 0)]);
 }
 
 async fn put_replaces_name_and_membership(server: TestServer) {
