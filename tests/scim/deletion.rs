@@ -98,9 +98,7 @@ async fn live_users_are_counted_from_a_covering_index() {
                  WHERE users.directory_id = 'd' AND users.deprovisioned_at IS NULL";
     let plan = server
         .store
-        .read_now(|conn, _| {
-            Ok(diesel::sql_query(count).load::<Plan>(conn).map_err(scimd::store::db_error)?)
-        })
+        .read_now(|conn, _| diesel::sql_query(count).load::<Plan>(conn).map_err(scimd::store::db_error))
         .unwrap();
     let details: Vec<String> = plan.into_iter().map(|p| p.detail).collect();
     assert!(details.iter().any(|d| d.contains("COVERING INDEX users_directory_live")), "{details:?}");
