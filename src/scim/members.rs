@@ -48,10 +48,6 @@ impl MemberChanges {
         self.remove.clear();
         self.add(ids);
     }
-
-    pub fn is_empty(&self) -> bool {
-        !self.clear && self.add.is_empty() && self.remove.is_empty()
-    }
 }
 
 /// Takes `members` out of a normalised Group body and returns their ids.

@@ -215,6 +215,23 @@ pub fn load_members(conn: &mut DbConn, group_id: &str) -> Result<Vec<Member>> {
         .collect())
 }
 
+/// The members of each of `group_ids` (a page of a listing), with one query per chunk.
+fn members_of(conn: &mut DbConn, group_ids: &[&str]) -> Result<HashMap<String, Vec<Member>>> {
+    let mut by_group: HashMap<String, Vec<Member>> = HashMap::new();
+    for chunk in group_ids.chunks(CHUNK) {
+        let rows: Vec<(String, String, String)> = group_members::table
+            .inner_join(users::table)
+            .filter(group_members::group_id.eq_any(chunk))
+            .select((group_members::group_id, group_members::user_id, users::user_name))
+            .order((group_members::group_id.asc(), group_members::user_id.asc()))
+            .load(conn)?;
+        for (group_id, user_id, user_name) in rows {
+            by_group.entry(group_id).or_default().push(Member { user_id, user_name });
+        }
+    }
+    Ok(by_group)
+}
+
 /// Another directory's group is reported exactly like a missing one. `with_members: false`
 /// never reads the membership.
 pub fn get(conn: &mut DbConn, directory: &DirectoryId, id: &str, with_members: bool) -> Result<GroupRecord> {
@@ -390,10 +407,16 @@ pub fn list(
         let counted: CountRow = Statement::once(count).get_result(conn)?;
         u64::try_from(counted.n).unwrap_or(0)
     };
+    let mut members = if query.with_members {
+        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+        Some(members_of(conn, &ids)?)
+    } else {
+        None
+    };
     let mut records = Vec::with_capacity(rows.len());
     for row in rows {
-        let members = if query.with_members { Some(load_members(conn, &row.id)?) } else { None };
-        records.push(record(row, members)?);
+        let group_members = members.as_mut().map(|by_group| by_group.remove(&row.id).unwrap_or_default());
+        records.push(record(row, group_members)?);
     }
     Ok((total, records))
 }

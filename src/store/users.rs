@@ -301,11 +301,7 @@ fn relink_reports(
     }
     candidates.remove(user_id);
     for report in candidates {
-        let live_report =
-            users::table.filter(users::id.eq(&report)).filter(users::deprovisioned_at.is_null());
-        let Some(row) = live_report.select(UserRow::as_select()).first(conn).optional()? else {
-            continue;
-        };
+        let Some(row) = find_live_row(conn, directory, &report)? else { continue };
         let current = record(row)?;
         let resolved = resolve_manager(conn, directory, &report, &current.resource)?;
         if resolved != current.manager_id {
@@ -351,17 +347,20 @@ pub fn insert(
     Ok(created)
 }
 
-pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRecord>> {
-    let found = users::table
+/// A live user's row, without what is derived from other tables (groups, manager name).
+fn find_live_row(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRow>> {
+    Ok(users::table
         .filter(users::directory_id.eq(&directory.0))
         .filter(users::id.eq(id))
         .filter(users::deprovisioned_at.is_null())
         .select(UserRow::as_select())
         .first(conn)
-        .optional()?
-        .map(record)
-        .transpose()?;
-    let mut found: Vec<UserRecord> = found.into_iter().collect();
+        .optional()?)
+}
+
+pub fn find(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRecord>> {
+    let mut found: Vec<UserRecord> =
+        find_live_row(conn, directory, id)?.map(record).transpose()?.into_iter().collect();
     attach_groups(conn, &mut found)?;
     Ok(found.pop())
 }
@@ -433,7 +432,8 @@ pub fn replace(
 /// user (gone for SCIM, kept for lookup and audit). Either way the user leaves its groups and
 /// the reports it managed lose the link; nothing the clients sent about anyone else changes.
 pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Option<&str>) -> Result<()> {
-    let current = get(conn, directory, id)?;
+    // The row alone: a deleted user's groups and manager are not worth reading.
+    let current = record(find_live_row(conn, directory, id)?.ok_or_else(|| not_found(id))?)?;
     check_version(&current.meta, if_match)?;
     match directories::deletion_policy(conn, directory)? {
         DeletionPolicy::Delete => {

@@ -273,6 +273,13 @@ async fn filters_find_groups_by_name_external_id_and_member(server: TestServer) 
         .get("/scim/v2/Groups?sortBy=displayName&sortOrder=descending&excludedAttributes=members")
         .await;
     assert_eq!(sorted.body["Resources"][0]["displayName"], "Terminal Planning (PL)");
+    // A listing with members gives each group its own (read for the whole page at once).
+    let listed = server.get("/scim/v2/Groups?sortBy=displayName").await.body;
+    assert_eq!(listed["Resources"][0]["displayName"], "Crew");
+    let mut crew_members = vec![ann.clone(), bob.clone()];
+    crew_members.sort();
+    assert_eq!(member_ids(&listed["Resources"][0]), crew_members);
+    assert_eq!(member_ids(&listed["Resources"][1]), vec![ann.clone()]);
 }
 
 async fn excluded_members_are_not_returned(server: TestServer) {
