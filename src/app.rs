@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpServer};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http;
+use crate::http::rate_limit::RateLimiter;
 use crate::scim::list::PageLimits;
 use crate::scim::schema::Registry;
 use crate::store::Store;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub config: Config,
     /// Absolute base for `meta.location`, without a trailing slash.
     pub base_url: String,
+    /// Per-key request limits (see `http::rate_limit`).
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -39,12 +42,13 @@ impl AppState {
 /// Opens the store on the configured database (migrations are the caller's choice).
 pub fn open_store(config: &Config) -> Result<Store> {
     let registry = Arc::new(Registry::load()?);
-    Store::open(
+    Ok(Store::open(
         &config.database_url,
         config.database.pool_size,
         Duration::from_secs(config.database.acquire_timeout_secs),
         registry,
-    )
+    )?
+    .with_last_used_interval(Duration::from_secs(config.auth.last_used_interval_secs)))
 }
 
 /// A started server: its address, a handle to stop it, and the future that runs it.
@@ -57,7 +61,12 @@ pub struct RunningServer {
 /// Starts serving on an already bound listener (tests bind 127.0.0.1:0).
 pub fn start(store: Store, config: Config, listener: TcpListener) -> Result<RunningServer> {
     let addr = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
-    let state = web::Data::new(AppState { base_url: config.base_url(Some(addr)), store, config });
+    let state = web::Data::new(AppState {
+        base_url: config.base_url(Some(addr)),
+        rate_limiter: Arc::new(RateLimiter::new(&config.rate_limit)),
+        store,
+        config,
+    });
     let server = HttpServer::new(move || {
         // wrap() order: the last added runs first, so the request id exists before tracing.
         App::new()
@@ -72,4 +81,29 @@ pub fn start(store: Store, config: Config, listener: TcpListener) -> Result<Runn
     .shutdown_timeout(10)
     .run();
     Ok(RunningServer { addr, handle: server.handle(), server })
+}
+
+/// How often retention runs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Background upkeep of `scimd serve`: deletes audit entries past `audit.retention_days`, at
+/// start and then hourly. Several instances may do it at once; deleting is idempotent.
+pub fn start_maintenance(store: Store, config: &Config) {
+    let retention_days = config.audit.retention_days;
+    if retention_days == 0 {
+        return;
+    }
+    let retention_ms = i64::from(retention_days) * 86_400_000;
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let before = crate::store::now_millis() - retention_ms;
+            match store.prune_audit(before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, retention_days, "deleted audit entries past retention"),
+                Err(error) => tracing::warn!(%error, "audit retention failed; will retry"),
+            }
+        }
+    });
 }

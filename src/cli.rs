@@ -9,8 +9,9 @@ use crate::app;
 use crate::config::{Config, Overrides};
 use crate::error::{Error, Result};
 use crate::scim::index::format_millis;
-use crate::store::directories::DeletionPolicy;
-use crate::store::{directories, keys, now_millis, Store};
+use crate::store::audit::Actor;
+use crate::store::directories::{DeletionPolicy, Settings};
+use crate::store::{admin_tokens, directories, keys, now_millis, Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +42,38 @@ pub enum Command {
     /// Manage directory bearer keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage admin tokens for the admin API (/admin/v1).
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+    /// The key that encrypts importer credentials at rest.
+    #[command(subcommand)]
+    SecretKey(SecretKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Issue an admin token; prints the token alone on stdout. It is not shown again.
+    Issue {
+        /// Who or what the token is for, e.g. "ops-console".
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime such as 90d, 12h, 30m or 2w; without it the token does not expire.
+        #[arg(long, value_parser = parse_duration_millis)]
+        expires_in: Option<i64>,
+    },
+    /// List admin tokens (never their secrets).
+    List,
+    /// Revoke an admin token; it stops working on the next request.
+    Revoke {
+        /// Token id, as shown by 'scimd admin-token list'.
+        token_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretKeyCommand {
+    /// Print a new random key (64 hex digits) for SCIMD_SECRET_KEY or a key file.
+    Generate,
 }
 
 #[derive(Debug, Args)]
@@ -64,16 +97,30 @@ pub enum DirectoryCommand {
         #[arg(long, value_parser = parse_deletion, default_value = "deactivate")]
         deletion: DeletionPolicy,
     },
-    /// Change a directory's settings.
+    /// Change a directory's settings; those not given keep their value.
     Configure {
         /// Directory slug.
         slug: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
         /// What a SCIM DELETE of a user does: 'deactivate' or 'delete'.
         #[arg(long, value_parser = parse_deletion)]
-        deletion: DeletionPolicy,
+        deletion: Option<DeletionPolicy>,
+        /// Largest SCIM page this directory serves (1-10000); 0 restores the server's default.
+        #[arg(long)]
+        max_page_size: Option<u32>,
     },
     /// List directories.
     List,
+    /// Delete a directory and its keys. Refused while it holds users or groups, unless --purge.
+    Delete {
+        /// Directory slug.
+        slug: String,
+        /// Also delete the users and groups it holds.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 fn parse_deletion(text: &str) -> std::result::Result<DeletionPolicy, String> {
@@ -157,6 +204,17 @@ pub fn run(cli: Cli, config: Config) -> Result<()> {
             let store = migrated_store(&config)?;
             key(&store, command)
         }
+        Command::AdminToken(command) => {
+            let store = migrated_store(&config)?;
+            admin_token(&store, command)
+        }
+        Command::SecretKey(SecretKeyCommand::Generate) => {
+            println!("{}", crate::encryption::SecretKey::generate_hex());
+            eprintln!(
+                "set it as SCIMD_SECRET_KEY (or write it to the file secret_key_file names); keep a copy"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -169,20 +227,36 @@ fn migrated_store(config: &Config) -> Result<Store> {
 fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
     match command {
         DirectoryCommand::Create { slug, name, deletion } => {
-            let name = name.unwrap_or_else(|| slug.clone());
-            let created = store.write_now(move |conn, _| {
-                let created = directories::insert(conn, &slug, &name)?;
-                directories::set_deletion(conn, &created.slug, deletion)
-            })?;
+            let settings = Settings { slug: Some(slug), name, deletion: Some(deletion), max_page_size: None };
+            let created =
+                store.write_now(move |conn, _| directories::insert(conn, &Actor::Cli, &settings))?;
             println!("{}", created.slug);
             eprintln!(
                 "created directory '{}' (id {}); issue a key with: scimd key issue {}",
                 created.slug, created.id, created.slug
             );
         }
-        DirectoryCommand::Configure { slug, deletion } => {
-            let changed = store.write_now(move |conn, _| directories::set_deletion(conn, &slug, deletion))?;
-            eprintln!("directory '{}': deletion = {}", changed.slug, changed.deletion.as_str());
+        DirectoryCommand::Configure { slug, name, deletion, max_page_size } => {
+            let max_page_size = max_page_size.map(|n| if n == 0 { None } else { Some(n) });
+            let settings = Settings { slug: None, name, deletion, max_page_size };
+            let changed = store
+                .write_now(move |conn, _| directories::configure(conn, &Actor::Cli, &slug, &settings))?;
+            let page = changed.max_page_size.map_or_else(|| "server default".to_string(), |n| n.to_string());
+            eprintln!(
+                "directory '{}': name = {}, deletion = {}, max page size = {page}",
+                changed.slug,
+                changed.name,
+                changed.deletion.as_str()
+            );
+        }
+        DirectoryCommand::Delete { slug, purge } => {
+            let name = slug.clone();
+            let removed =
+                store.write_now(move |conn, _| directories::delete(conn, &Actor::Cli, &slug, purge))?;
+            eprintln!(
+                "deleted directory '{name}' with its keys ({} user(s) and {} group(s) removed)",
+                removed.users, removed.groups
+            );
         }
         DirectoryCommand::List => {
             let all = store.read_now(|conn, _| directories::list(conn))?;
@@ -208,7 +282,8 @@ fn key(store: &Store, command: KeyCommand) -> Result<()> {
             let slug = directory.clone();
             let issued = store.write_now(move |conn, _| {
                 let found = directories::get_by_slug(conn, &slug)?;
-                keys::issue(conn, &found.id, &name, expires_in.map(|ms| now_millis().saturating_add(ms)))
+                let expires_at = expires_in.map(|ms| now_millis().saturating_add(ms));
+                keys::issue(conn, &Actor::Cli, &found.id, &name, expires_at)
             })?;
             // The key alone on stdout, so `KEY=$(scimd key issue acme)` works.
             println!("{}", issued.token.secret);
@@ -225,13 +300,7 @@ fn key(store: &Store, command: KeyCommand) -> Result<()> {
             );
             let now = now_millis();
             for k in all {
-                let status = if k.revoked_at.is_some() {
-                    "revoked"
-                } else if k.expires_at.is_some_and(|at| at <= now) {
-                    "expired"
-                } else {
-                    "active"
-                };
+                let status = token_status(k.revoked_at, k.expires_at, now);
                 let expires = k.expires_at.map_or_else(|| "never".to_string(), format_millis);
                 println!(
                     "{:<36} {:<20} {:<24} {:<24} {:<8} {}",
@@ -245,8 +314,58 @@ fn key(store: &Store, command: KeyCommand) -> Result<()> {
             }
         }
         KeyCommand::Revoke { key_id } => {
-            let revoked = store.write_now(move |conn, _| keys::revoke(conn, &key_id))?;
+            let revoked = store.write_now(move |conn, _| keys::revoke(conn, &Actor::Cli, &key_id))?;
             eprintln!("revoked key {} ({})", revoked.id, revoked.prefix);
+        }
+    }
+    Ok(())
+}
+
+/// The status word of a token or key in listings.
+pub fn token_status(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> &'static str {
+    match keys::Refusal::of(revoked_at, expires_at, now) {
+        Some(keys::Refusal::Revoked) => "revoked",
+        Some(_) => "expired",
+        None => "active",
+    }
+}
+
+fn admin_token(store: &Store, command: AdminTokenCommand) -> Result<()> {
+    match command {
+        AdminTokenCommand::Issue { name, expires_in } => {
+            let issued = store.write_now(move |conn, _| {
+                let expires_at = expires_in.map(|ms| now_millis().saturating_add(ms));
+                admin_tokens::issue(conn, &Actor::Cli, &name, expires_at)
+            })?;
+            // The token alone on stdout, so `TOKEN=$(scimd admin-token issue)` works.
+            println!("{}", issued.token.secret);
+            eprintln!("issued admin token {}; it is shown only this once", issued.info.id);
+        }
+        AdminTokenCommand::List => {
+            let all = store.read_now(|conn, _| admin_tokens::list(conn))?;
+            println!(
+                "{:<36} {:<26} {:<24} {:<24} {:<8} NAME",
+                "ID", "PREFIX", "CREATED", "EXPIRES", "STATUS"
+            );
+            let now = now_millis();
+            for t in all {
+                let expires = t.expires_at.map_or_else(|| "never".to_string(), format_millis);
+                let status = token_status(t.revoked_at, t.expires_at, now);
+                println!(
+                    "{:<36} {:<26} {:<24} {:<24} {:<8} {}",
+                    t.id,
+                    t.prefix,
+                    format_millis(t.created_at),
+                    expires,
+                    status,
+                    t.name
+                );
+            }
+        }
+        AdminTokenCommand::Revoke { token_id } => {
+            let revoked =
+                store.write_now(move |conn, _| admin_tokens::revoke(conn, &Actor::Cli, &token_id))?;
+            eprintln!("revoked admin token {} ({})", revoked.id, revoked.prefix);
         }
     }
     Ok(())
@@ -258,8 +377,8 @@ fn bootstrap(store: &Store, base_url: &str) -> Result<()> {
         if directories::count(conn)? > 0 {
             return Ok(None);
         }
-        let created = directories::insert(conn, "default", "Default directory")?;
-        keys::issue(conn, &created.id, "first key", None).map(Some)
+        let created = directories::create(conn, &Actor::System, "default", "Default directory")?;
+        keys::issue(conn, &Actor::System, &created.id, "first key", None).map(Some)
     });
     let issued = match issued {
         Ok(issued) => issued,
@@ -283,6 +402,9 @@ fn serve(config: Config) -> Result<()> {
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "applied database migrations");
     }
+    // Refuse to start rather than fail at the first import: stored secrets need their key.
+    let secret_key = config.secret_key()?;
+    store.read_now(move |conn, _| crate::store::secrets::check_key(conn, secret_key.as_ref()))?;
     let listener = TcpListener::bind(&config.bind)
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
     let bound = listener.local_addr().map_err(|e| Error::internal("reading the bound address", e))?;
@@ -292,6 +414,7 @@ fn serve(config: Config) -> Result<()> {
         .build()
         .map_err(|e| Error::internal("starting the runtime", e))?;
     runtime.block_on(async move {
+        app::start_maintenance(store.clone(), &config);
         let running = app::start(store, config.clone(), listener)?;
         tracing::info!(addr = %running.addr, database = %crate::store::conn::redact_url(&config.database_url), "scimd is serving");
         running.server.await.map_err(|e| Error::internal("server", e))

@@ -16,8 +16,43 @@ pub struct Config {
     pub bind: String,
     pub public_url: String,
     pub log_format: LogFormat,
+    pub secret_key: Secret,
+    pub secret_key_file: String,
     pub database: DatabaseConfig,
     pub scim: ScimConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub audit: AuditConfig,
+}
+
+/// A configuration value that must never be printed; Debug shows whether it is set.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(unset)" } else { "Secret(..)" })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub last_used_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +84,13 @@ impl Default for Config {
             bind: "127.0.0.1:8080".into(),
             public_url: String::new(),
             log_format: LogFormat::Pretty,
+            secret_key: Secret::default(),
+            secret_key_file: String::new(),
             database: DatabaseConfig { pool_size: 16, acquire_timeout_secs: 5 },
             scim: ScimConfig { default_page_size: 100, max_page_size: 200, max_body_bytes: 1024 * 1024 },
+            auth: AuthConfig { last_used_interval_secs: 60 },
+            rate_limit: RateLimitConfig { requests_per_second: 100, burst: 200 },
+            audit: AuditConfig { retention_days: 365 },
         }
     }
 }
@@ -91,10 +131,31 @@ impl Config {
         if self.database.pool_size == 0 {
             return Err(Error::Config("database.pool_size must be at least 1".into()));
         }
+        if self.rate_limit.requests_per_second > 0 && self.rate_limit.burst == 0 {
+            return Err(Error::Config("rate_limit.burst must be at least 1 when a rate limit is set".into()));
+        }
         if !self.public_url.is_empty() && url::Url::parse(&self.public_url).is_err() {
             return Err(Error::Config(format!("public_url '{}' is not an absolute URL", self.public_url)));
         }
         Ok(())
+    }
+
+    /// The key sealing importer secrets, from `secret_key` or `secret_key_file`; `None` when
+    /// neither is set.
+    pub fn secret_key(&self) -> Result<Option<crate::encryption::SecretKey>> {
+        let text = match (self.secret_key.0.is_empty(), self.secret_key_file.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => {
+                return Err(Error::Config(
+                    "both secret_key (SCIMD_SECRET_KEY) and secret_key_file are set: set only one".into(),
+                ))
+            }
+            (false, true) => self.secret_key.0.clone(),
+            (true, false) => std::fs::read_to_string(&self.secret_key_file).map_err(|e| {
+                Error::Config(format!("cannot read secret_key_file {}: {e}", self.secret_key_file))
+            })?,
+        };
+        crate::encryption::SecretKey::from_hex(&text).map(Some)
     }
 
     /// Base URL for `meta.location`, without a trailing slash.
@@ -150,6 +211,19 @@ mod tests {
             serde_json::to_value(from_file).unwrap(),
             serde_json::to_value(Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn the_secret_key_comes_from_one_place_and_is_never_printed() {
+        let mut config = Config::default();
+        assert!(config.secret_key().unwrap().is_none());
+        config.secret_key = Secret("ab".repeat(32));
+        assert!(config.secret_key().unwrap().is_some());
+        assert!(!format!("{config:?}").contains("abab"));
+        config.secret_key_file = "/nonexistent".into();
+        assert!(config.secret_key().unwrap_err().to_string().contains("only one"));
+        config.secret_key = Secret::default();
+        assert!(config.secret_key().unwrap_err().to_string().contains("/nonexistent"));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub enum Error {
     /// 409 `uniqueness`: a value that must be unique in the directory is taken.
     #[error("{0}")]
     Uniqueness(String),
+    /// 409: the request conflicts with the current state (e.g. deleting a directory that still
+    /// holds users without `purge`).
+    #[error("{0}")]
+    Conflict(String),
+    /// 429: a key sent more requests than its rate limit allows; retry after the given seconds.
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after_secs: u64 },
     /// 400 `tooMany`: the request asks for more than the server will process.
     #[error("{0}")]
     TooMany(String),

@@ -5,7 +5,8 @@ use std::fmt;
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
         pub struct $name(pub String);
 
         impl $name {
@@ -42,4 +43,12 @@ id_type!(
 id_type!(
     /// A SCIM Group resource.
     GroupId
+);
+id_type!(
+    /// An admin API token.
+    AdminTokenId
+);
+id_type!(
+    /// One audit log entry.
+    AuditId
 );

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod encryption;
 pub mod error;
 pub mod http;
 pub mod ids;

@@ -69,3 +69,17 @@ impl FromRequest for JsonBody {
         })
     }
 }
+
+/// [`JsonBody`] for the admin API: the same checks, with errors in admin JSON.
+#[derive(Debug)]
+pub struct AdminBody(pub Value);
+
+impl FromRequest for AdminBody {
+    type Error = super::error::AdminError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = JsonBody::from_request(request, payload);
+        Box::pin(async move { body.await.map(|body| AdminBody(body.0)).map_err(Into::into) })
+    }
+}

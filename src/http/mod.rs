@@ -1,12 +1,14 @@
 //! The actix-web edge: routes, middleware, and response helpers. Handlers extract, make one
 //! store call, and render.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod discovery;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod rate_limit;
 pub mod search;
 pub mod users;
 
@@ -31,6 +33,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .configure(admin::routes)
         .service(
             web::scope("/scim/v2")
                 .service(only_get(

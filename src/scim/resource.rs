@@ -315,6 +315,28 @@ fn render_meta(kind: ResourceKind, meta: &Meta, base_url: &str) -> Value {
     Value::Object(out)
 }
 
+/// The attributes that differ between two stored resources, by name, for the audit log.
+/// Extension schemas are compared one level down (`<urn>:department`). Names only: the values
+/// (a password among them) never leave the resource.
+pub fn changed_attributes(before: &Stored, after: &Stored) -> Vec<String> {
+    let mut changed = Vec::new();
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for name in names {
+        let (old, new) = (before.get(name.as_str()), after.get(name.as_str()));
+        if old == new {
+            continue;
+        }
+        match (old, new) {
+            (Some(Value::Object(old)), Some(Value::Object(new))) if name.starts_with("urn:") => {
+                changed
+                    .extend(changed_attributes(old, new).into_iter().map(|inner| format!("{name}:{inner}")));
+            }
+            _ => changed.push(name.clone()),
+        }
+    }
+    changed
+}
+
 pub fn location(kind: ResourceKind, id: &str, base_url: &str) -> String {
     format!("{base_url}/scim/v2/{}/{id}", kind.endpoint())
 }
@@ -439,5 +461,29 @@ mod tests {
         assert!(if_match_admits("*", &meta));
         assert!(if_match_admits("W/\"1\", W/\"4\"", &meta));
         assert!(!if_match_admits("W/\"3\"", &meta));
+    }
+
+    #[test]
+    fn changed_attributes_name_what_differs_and_never_a_value() {
+        let before: Stored = serde_json::from_value(serde_json::json!({
+            "userName": "a", "active": true, "password": "old-secret",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Ops", "costCenter": "1"}
+        }))
+        .unwrap();
+        let after: Stored = serde_json::from_value(serde_json::json!({
+            "userName": "a", "active": false, "password": "new-secret", "title": "Boss",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Sales", "costCenter": "1"}
+        }))
+        .unwrap();
+        assert_eq!(
+            changed_attributes(&before, &after),
+            vec![
+                "active",
+                "password",
+                "title",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"
+            ]
+        );
+        assert!(changed_attributes(&before, &before).is_empty());
     }
 }

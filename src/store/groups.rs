@@ -5,8 +5,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use diesel::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::audit::{self, Actor, ResourceType};
 use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::keys::Principal;
 use super::rows::{CountRow, GroupRow};
@@ -19,7 +20,7 @@ use crate::scim::index::{self, Column};
 use crate::scim::list::{ListRequest, SortOrder};
 pub use crate::scim::members::MemberChanges;
 use crate::scim::path;
-use crate::scim::resource::{Meta, Stored};
+use crate::scim::resource::{changed_attributes, Meta, Stored};
 use crate::scim::schema::{Registry, ResourceSchema};
 
 /// A member as returned: the user's id and, for `display`, their userName.
@@ -177,6 +178,7 @@ fn apply_member_changes(
 pub fn insert(
     conn: &mut DbConn,
     directory: &DirectoryId,
+    actor: &Actor,
     resource: Stored,
     members: BTreeSet<String>,
 ) -> Result<GroupRecord> {
@@ -187,8 +189,13 @@ pub fn insert(
         .values(&row)
         .execute(conn)
         .map_err(|e| unique_display_name(e, &resource))?;
+    let attributes: Vec<&String> = resource.keys().collect();
+    let details = json!({ "attributes": attributes });
+    audit::record(conn, actor, group_change(directory, &meta.id, ResourceType::Group, "create", details))?;
     let changes = MemberChanges { add: members, ..MemberChanges::default() };
-    apply_member_changes(conn, directory, &meta.id, &changes)?;
+    if apply_member_changes(conn, directory, &meta.id, &changes)? {
+        record_membership(conn, directory, actor, &meta.id, &changes)?;
+    }
     let members = load_members(conn, &meta.id)?;
     Ok(GroupRecord { meta, resource, members: Some(members) })
 }
@@ -242,9 +249,11 @@ pub fn get(conn: &mut DbConn, directory: &DirectoryId, id: &str, with_members: b
 
 /// Changes a group: its attributes through `change`, its membership by `changes`. The version
 /// moves only when something really changed. Members are read back only if `with_members`.
+#[allow(clippy::too_many_arguments)] // each is one part of the request; a struct would only rename them
 pub fn modify(
     conn: &mut DbConn,
     directory: &DirectoryId,
+    actor: &Actor,
     id: &str,
     if_match: Option<&str>,
     change: impl FnOnce(&Stored) -> Result<Stored>,
@@ -256,6 +265,13 @@ pub fn modify(
     check_version(&current.meta, if_match)?;
     let resource = change(&current.resource)?;
     let members_changed = apply_member_changes(conn, directory, id, changes)?;
+    if members_changed {
+        record_membership(conn, directory, actor, id, changes)?;
+    }
+    if resource != current.resource {
+        let details = json!({ "attributes": changed_attributes(&current.resource, &resource) });
+        audit::record(conn, actor, group_change(directory, id, ResourceType::Group, "update", details))?;
+    }
     let meta = if resource != current.resource || members_changed {
         let meta = Meta {
             modified_at: now_millis().max(current.meta.modified_at),
@@ -276,13 +292,44 @@ pub fn modify(
 }
 
 /// Deletes a group and its memberships (never the users).
-pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Option<&str>) -> Result<()> {
+pub fn delete(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    actor: &Actor,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<()> {
     let row = find_row(conn, directory, id)?.ok_or_else(|| not_found(id))?;
     let current = record(row, None)?;
     check_version(&current.meta, if_match)?;
+    audit::record(conn, actor, group_change(directory, id, ResourceType::Group, "delete", json!({})))?;
     diesel::delete(group_members::table.filter(group_members::group_id.eq(id))).execute(conn)?;
     diesel::delete(groups::table.filter(groups::id.eq(id))).execute(conn)?;
     Ok(())
+}
+
+fn group_change<'a>(
+    directory: &'a DirectoryId,
+    id: &'a str,
+    resource_type: ResourceType,
+    operation: &'static str,
+    details: Value,
+) -> audit::Change<'a> {
+    audit::Change { directory: Some(directory), resource_type, resource_id: id, operation, details }
+}
+
+/// The membership change as asked: members named to add or remove, or the list cleared.
+fn record_membership(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    actor: &Actor,
+    group_id: &str,
+    changes: &MemberChanges,
+) -> Result<()> {
+    let added: Vec<&str> = changes.add.iter().map(String::as_str).collect();
+    let removed: Vec<&str> = changes.remove.iter().map(String::as_str).collect();
+    let details = audit::membership_details(changes.clear, &added, &removed);
+    audit::record(conn, actor, group_change(directory, group_id, ResourceType::Membership, "change", details))
 }
 
 /// The groups each of `user_ids` belongs to, for their `groups` attribute.
@@ -453,8 +500,11 @@ impl Store {
         resource: Stored,
         members: BTreeSet<String>,
     ) -> Result<GroupRecord> {
-        self.write_groups(principal, move |conn, _, directory| insert(conn, directory, resource, members))
-            .await
+        let actor = Actor::Key(principal.key_id.clone());
+        self.write_groups(principal, move |conn, _, directory| {
+            insert(conn, directory, &actor, resource, members)
+        })
+        .await
     }
 
     pub async fn get_group(
@@ -480,9 +530,10 @@ impl Store {
     where
         F: FnOnce(&Stored, &Registry) -> Result<Stored> + Send + 'static,
     {
+        let actor = Actor::Key(principal.key_id.clone());
         self.write_groups(principal, move |conn, registry, directory| {
             let change = |current: &Stored| change(current, registry);
-            modify(conn, directory, &id, if_match.as_deref(), change, &changes, with_members)
+            modify(conn, directory, &actor, &id, if_match.as_deref(), change, &changes, with_members)
         })
         .await
     }
@@ -493,8 +544,9 @@ impl Store {
         id: String,
         if_match: Option<String>,
     ) -> Result<()> {
+        let actor = Actor::Key(principal.key_id.clone());
         self.write_groups(principal, move |conn, _, directory| {
-            delete(conn, directory, &id, if_match.as_deref())
+            delete(conn, directory, &actor, &id, if_match.as_deref())
         })
         .await
     }
@@ -528,6 +580,13 @@ impl Store {
             limit: request.count,
             with_members,
         };
-        self.read_as(principal, move |conn, _, directory| list(conn, directory, &query)).await
+        self.read_as(principal, move |conn, _, directory| {
+            let mut query = query;
+            if let Some(cap) = super::directories::page_cap(conn, directory)? {
+                query.limit = query.limit.min(cap);
+            }
+            list(conn, directory, &query)
+        })
+        .await
     }
 }

@@ -2,6 +2,9 @@
 
 use diesel::prelude::*;
 
+use serde_json::json;
+
+use super::audit::{self, Actor, ResourceType};
 use super::rows::KeyRow;
 use super::schema::directory_keys;
 use super::{now_millis, DbConn, Store};
@@ -61,6 +64,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Why a directory key was refused.
     pub fn detail(self) -> &'static str {
         match self {
             Refusal::Unknown => "the bearer key is not valid",
@@ -68,10 +72,33 @@ impl Refusal {
             Refusal::Expired => "the bearer key has expired; ask an administrator for a new one",
         }
     }
+
+    /// Why an admin token was refused.
+    pub fn admin_detail(self) -> &'static str {
+        match self {
+            Refusal::Unknown => "the admin token is not valid",
+            Refusal::Revoked => {
+                "the admin token has been revoked; issue a new one with 'scimd admin-token issue'"
+            }
+            Refusal::Expired => "the admin token has expired; issue a new one with 'scimd admin-token issue'",
+        }
+    }
+
+    /// Whether a token with these dates is refused at `now`.
+    pub fn of(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> Option<Refusal> {
+        if revoked_at.is_some() {
+            Some(Refusal::Revoked)
+        } else if expires_at.is_some_and(|at| at <= now) {
+            Some(Refusal::Expired)
+        } else {
+            None
+        }
+    }
 }
 
 pub fn issue(
     conn: &mut DbConn,
+    actor: &Actor,
     directory_id: &DirectoryId,
     name: &str,
     expires_at: Option<i64>,
@@ -89,6 +116,8 @@ pub fn issue(
         last_used_at: None,
     };
     diesel::insert_into(directory_keys::table).values(&row).execute(conn)?;
+    let details = json!({ "name": name, "prefix": row.lookup, "expires_at": expires_at });
+    audit::record(conn, actor, key_change(directory_id, &row.id, "issue", details))?;
     Ok(IssuedKey { info: row.into(), token })
 }
 
@@ -103,21 +132,59 @@ pub fn list(conn: &mut DbConn, directory_id: &DirectoryId) -> Result<Vec<KeyInfo
         .collect())
 }
 
-/// Revokes a key; revoking an already revoked key keeps the first revocation time.
-pub fn revoke(conn: &mut DbConn, key_id: &str) -> Result<KeyInfo> {
+fn key_change<'a>(
+    directory_id: &'a DirectoryId,
+    key_id: &'a str,
+    operation: &'static str,
+    details: serde_json::Value,
+) -> audit::Change<'a> {
+    audit::Change {
+        directory: Some(directory_id),
+        resource_type: ResourceType::Key,
+        resource_id: key_id,
+        operation,
+        details,
+    }
+}
+
+pub fn get(conn: &mut DbConn, key_id: &str) -> Result<KeyInfo> {
     let row: KeyRow = directory_keys::table
         .find(key_id)
         .select(KeyRow::as_select())
         .first(conn)
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no key with id '{key_id}'")))?;
-    if row.revoked_at.is_none() {
-        diesel::update(directory_keys::table.find(key_id))
-            .set(directory_keys::revoked_at.eq(now_millis()))
-            .execute(conn)?;
-    }
-    let row: KeyRow = directory_keys::table.find(key_id).select(KeyRow::as_select()).first(conn)?;
     Ok(row.into())
+}
+
+/// Revokes a key; revoking an already revoked key keeps the first revocation time.
+pub fn revoke(conn: &mut DbConn, actor: &Actor, key_id: &str) -> Result<KeyInfo> {
+    let key = get(conn, key_id)?;
+    if key.revoked_at.is_some() {
+        return Ok(key);
+    }
+    let now = now_millis();
+    diesel::update(directory_keys::table.find(key_id))
+        .set(directory_keys::revoked_at.eq(now))
+        .execute(conn)?;
+    audit::record(
+        conn,
+        actor,
+        key_change(&key.directory_id, key_id, "revoke", json!({ "prefix": key.prefix })),
+    )?;
+    Ok(KeyInfo { revoked_at: Some(now), ..key })
+}
+
+/// Records when keys were last used (see `usage`); never moves a time backwards.
+pub fn touch(conn: &mut DbConn, key_id: &str, at: i64) -> Result<()> {
+    diesel::update(
+        directory_keys::table
+            .find(key_id)
+            .filter(directory_keys::last_used_at.is_null().or(directory_keys::last_used_at.lt(at))),
+    )
+    .set(directory_keys::last_used_at.eq(at))
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Checks a presented bearer token against the stored hashes.
@@ -130,20 +197,10 @@ pub fn authenticate(conn: &mut DbConn, presented: &str, now: i64) -> Result<Resu
     let Some(row) = candidates.into_iter().find(|row| token::verify(presented, &row.hash)) else {
         return Ok(Err(Refusal::Unknown));
     };
-    if let Some(refusal) = refusal(row.revoked_at, row.expires_at, now) {
+    if let Some(refusal) = Refusal::of(row.revoked_at, row.expires_at, now) {
         return Ok(Err(refusal));
     }
     Ok(Ok(Principal { key_id: KeyId(row.id), directory_id: DirectoryId(row.directory_id) }))
-}
-
-fn refusal(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> Option<Refusal> {
-    if revoked_at.is_some() {
-        Some(Refusal::Revoked)
-    } else if expires_at.is_some_and(|at| at <= now) {
-        Some(Refusal::Expired)
-    } else {
-        None
-    }
 }
 
 /// Re-checks, inside a request's own transaction, a key accepted earlier (possibly from
@@ -157,7 +214,7 @@ pub fn confirm(conn: &mut DbConn, principal: &Principal, now: i64) -> Result<()>
         .optional()?;
     let refused = match state {
         None => Some(Refusal::Unknown),
-        Some((revoked_at, expires_at)) => refusal(revoked_at, expires_at, now),
+        Some((revoked_at, expires_at)) => Refusal::of(revoked_at, expires_at, now),
     };
     match refused {
         None => Ok(()),
@@ -211,5 +268,39 @@ impl Store {
             self.known_keys.remember(hash, principal.clone());
         }
         Ok(verdict)
+    }
+}
+
+impl Store {
+    pub async fn issue_key(
+        &self,
+        actor: Actor,
+        directory_slug: String,
+        name: String,
+        expires_at: Option<i64>,
+    ) -> Result<IssuedKey> {
+        self.write(move |conn, _| {
+            let directory = super::directories::get_by_slug(conn, &directory_slug)?;
+            issue(conn, &actor, &directory.id, &name, expires_at)
+        })
+        .await
+    }
+
+    pub async fn list_keys(&self, directory_slug: String) -> Result<Vec<KeyInfo>> {
+        self.read(move |conn, _| {
+            let directory = super::directories::get_by_slug(conn, &directory_slug)?;
+            list(conn, &directory.id)
+        })
+        .await
+    }
+
+    pub async fn get_key(&self, key_id: String) -> Result<KeyInfo> {
+        self.read(move |conn, _| get(conn, &key_id)).await
+    }
+
+    pub async fn revoke_key(&self, actor: Actor, key_id: String) -> Result<KeyInfo> {
+        let revoked = self.write(move |conn, _| revoke(conn, &actor, &key_id)).await?;
+        self.known_keys.forget(&revoked.id);
+        Ok(revoked)
     }
 }

@@ -4,6 +4,8 @@
 //! modules. Each runs its diesel work on the blocking pool in one transaction, so a failed
 //! request leaves no trace and no async worker ever blocks on the database.
 
+pub mod admin_tokens;
+pub mod audit;
 pub mod conn;
 pub mod directories;
 pub mod filter_sql;
@@ -13,6 +15,8 @@ pub mod list_cache;
 pub mod migrate;
 pub mod rows;
 pub mod schema;
+pub mod secrets;
+pub mod usage;
 pub mod users;
 pub mod writer;
 
@@ -31,6 +35,8 @@ use keys::Principal;
 
 type Pool = r2d2::Pool<conn::ConnectionManager>;
 
+const DEFAULT_LAST_USED_INTERVAL_MS: i64 = 60_000;
+
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
@@ -43,6 +49,8 @@ pub struct Store {
     list_cache: Arc<list_cache::ListCache>,
     /// Keys this process has verified (see `keys::KnownKeys`).
     known_keys: Arc<keys::KnownKeys>,
+    /// When each key's `last_used_at` was last written (see `usage`).
+    last_used: Arc<usage::LastUsed>,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,7 +86,15 @@ impl Store {
             sqlite_writer,
             list_cache: Arc::default(),
             known_keys: Arc::default(),
+            last_used: Arc::new(usage::LastUsed::new(DEFAULT_LAST_USED_INTERVAL_MS)),
         })
+    }
+
+    /// How often a key's `last_used_at` may be written (`auth.last_used_interval_secs`).
+    pub fn with_last_used_interval(mut self, interval: Duration) -> Store {
+        let millis = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        self.last_used = Arc::new(usage::LastUsed::new(millis));
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -166,9 +182,12 @@ impl Store {
         result
     }
 
+    /// After a request: a refused key is forgotten; any other outcome was a use of the key.
     fn forget_if_refused<T>(&self, key_id: &KeyId, result: &Result<T>) {
         if let Err(Error::Unauthorized(_)) = result {
             self.known_keys.forget(key_id);
+        } else {
+            self.note_use(usage::TokenTable::DirectoryKeys, key_id.as_str());
         }
     }
 

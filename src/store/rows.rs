@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 
-use super::schema::{directories, directory_keys, groups, user_values, users};
+use super::schema::{
+    admin_tokens, audit_events, directories, directory_keys, groups, secrets, user_values, users,
+};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = directories)]
@@ -13,6 +15,8 @@ pub struct DirectoryRow {
     pub created_at: i64,
     /// `deactivate` or `delete` (see `directories::DeletionPolicy`).
     pub deletion: String,
+    /// Largest SCIM page served; `None`: the server's `scim.max_page_size`.
+    pub max_page_size: Option<i32>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -27,6 +31,49 @@ pub struct KeyRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+}
+
+/// An admin token; the same columns as a directory key, without a directory.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = admin_tokens)]
+pub struct AdminTokenRow {
+    pub id: String,
+    pub name: String,
+    pub lookup: String,
+    pub hash: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_events)]
+pub struct AuditRow {
+    pub id: String,
+    pub at: i64,
+    pub directory_id: Option<String>,
+    pub actor_kind: String,
+    pub actor_id: Option<String>,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub operation: String,
+    pub details: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = secrets)]
+pub struct SecretRow {
+    pub id: String,
+    pub directory_id: String,
+    pub owner: String,
+    pub name: String,
+    /// Hex of the 96-bit AES-GCM nonce.
+    pub nonce: String,
+    /// Hex of the ciphertext and its tag.
+    pub ciphertext: String,
+    pub created_at: i64,
+    pub rotated_at: i64,
 }
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]

@@ -7,6 +7,47 @@ diesel::table! {
         name -> Text,
         created_at -> BigInt,
         deletion -> Text,
+        max_page_size -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
+    admin_tokens (id) {
+        id -> Text,
+        name -> Text,
+        lookup -> Text,
+        hash -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        at -> BigInt,
+        directory_id -> Nullable<Text>,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        resource_type -> Text,
+        resource_id -> Nullable<Text>,
+        operation -> Text,
+        details -> Text,
+    }
+}
+
+diesel::table! {
+    secrets (id) {
+        id -> Text,
+        directory_id -> Text,
+        owner -> Text,
+        name -> Text,
+        nonce -> Text,
+        ciphertext -> Text,
+        created_at -> BigInt,
+        rotated_at -> BigInt,
     }
 }
 
@@ -75,6 +116,7 @@ diesel::table! {
 }
 
 diesel::joinable!(directory_keys -> directories (directory_id));
+diesel::joinable!(secrets -> directories (directory_id));
 diesel::joinable!(users -> directories (directory_id));
 diesel::joinable!(groups -> directories (directory_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -82,6 +124,9 @@ diesel::joinable!(group_members -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     directories,
     directory_keys,
+    admin_tokens,
+    audit_events,
+    secrets,
     users,
     user_values,
     groups,

@@ -2,8 +2,9 @@
 //! one `user_values` row per other attribute value, kept in step in the same transaction.
 
 use diesel::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::audit::{self, Actor, ResourceType};
 use super::directories::{self, DeletionPolicy};
 use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::groups::{self, GroupRef};
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, UserId};
 use crate::scim::index::{self, Column};
 use crate::scim::list::{ListRequest, SortOrder};
-use crate::scim::resource::{Meta, Stored};
+use crate::scim::resource::{changed_attributes, Meta, Stored};
 use crate::scim::schema::{Registry, ResourceSchema, ENTERPRISE_USER_SCHEMA};
 use crate::scim::{filter, path};
 
@@ -328,6 +329,7 @@ pub fn insert(
     conn: &mut DbConn,
     registry: &Registry,
     directory: &DirectoryId,
+    actor: &Actor,
     mut resource: Stored,
 ) -> Result<UserRecord> {
     resource.entry("active").or_insert(Value::Bool(true));
@@ -341,6 +343,9 @@ pub fn insert(
         .map_err(|e| unique_user_name(e, &resource))?;
     write_values(conn, registry, directory, &meta.id, &resource)?;
     relink_reports(conn, directory, &meta.id, &resource)?;
+    let attributes: Vec<&String> = resource.keys().collect();
+    let details = json!({ "attributes": attributes });
+    audit::record(conn, actor, user_change(directory, &meta.id, "create", details))?;
     let mut created = [UserRecord { meta, resource, groups: Vec::new(), manager_id, manager_name: None }];
     attach_manager_names(conn, &mut created)?;
     let [created] = created;
@@ -380,6 +385,7 @@ pub fn modify(
     conn: &mut DbConn,
     registry: &Registry,
     directory: &DirectoryId,
+    actor: &Actor,
     id: &str,
     if_match: Option<&str>,
     change: impl FnOnce(&Stored) -> Result<Stored>,
@@ -404,6 +410,13 @@ pub fn modify(
     diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
     write_values(conn, registry, directory, id, &resource)?;
     relink_reports(conn, directory, id, &resource)?;
+    let operation = match (current.resource.get("active"), resource.get("active")) {
+        (Some(Value::Bool(true)), Some(Value::Bool(false))) => "deactivate",
+        (Some(Value::Bool(false)), Some(Value::Bool(true))) => "reactivate",
+        _ => "update",
+    };
+    let details = json!({ "attributes": changed_attributes(&current.resource, &resource) });
+    audit::record(conn, actor, user_change(directory, id, operation, details))?;
     let mut changed = [UserRecord { meta, resource, groups: current.groups, manager_id, manager_name: None }];
     attach_manager_names(conn, &mut changed)?;
     let [changed] = changed;
@@ -416,11 +429,12 @@ pub fn replace(
     conn: &mut DbConn,
     registry: &Registry,
     directory: &DirectoryId,
+    actor: &Actor,
     id: &str,
     if_match: Option<&str>,
     mut replacement: Stored,
 ) -> Result<UserRecord> {
-    modify(conn, registry, directory, id, if_match, move |current| {
+    modify(conn, registry, directory, actor, id, if_match, move |current| {
         if !replacement.contains_key("active") {
             replacement.insert("active".into(), current.get("active").cloned().unwrap_or(Value::Bool(true)));
         }
@@ -431,11 +445,23 @@ pub fn replace(
 /// SCIM DELETE, as the directory's deletion policy says: remove the row, or deprovision the
 /// user (gone for SCIM, kept for lookup and audit). Either way the user leaves its groups and
 /// the reports it managed lose the link; nothing the clients sent about anyone else changes.
-pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Option<&str>) -> Result<()> {
+pub fn delete(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    actor: &Actor,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<()> {
     // The row alone: a deleted user's groups and manager are not worth reading.
     let current = record(find_live_row(conn, directory, id)?.ok_or_else(|| not_found(id))?)?;
     check_version(&current.meta, if_match)?;
-    match directories::deletion_policy(conn, directory)? {
+    let policy = directories::deletion_policy(conn, directory)?;
+    let operation = match policy {
+        DeletionPolicy::Delete => "delete",
+        DeletionPolicy::Deactivate => "deprovision",
+    };
+    audit::record(conn, actor, user_change(directory, id, operation, json!({})))?;
+    match policy {
         DeletionPolicy::Delete => {
             diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
             diesel::delete(
@@ -459,6 +485,21 @@ pub fn delete(conn: &mut DbConn, directory: &DirectoryId, id: &str, if_match: Op
         }
     }
     Ok(())
+}
+
+fn user_change<'a>(
+    directory: &'a DirectoryId,
+    id: &'a str,
+    operation: &'static str,
+    details: Value,
+) -> audit::Change<'a> {
+    audit::Change {
+        directory: Some(directory),
+        resource_type: ResourceType::User,
+        resource_id: id,
+        operation,
+        details,
+    }
 }
 
 /// A user by id whether live or deprovisioned, with when it was deprovisioned (for directory
@@ -638,6 +679,14 @@ where
     Ok(statement(page, query).load(conn)?)
 }
 
+/// A directory's own `max_page_size` lowers the server's.
+fn capped(mut query: UserQuery, cap: Option<u64>) -> UserQuery {
+    if let Some(cap) = cap {
+        query.limit = query.limit.min(cap);
+    }
+    query
+}
+
 fn statement(fragment: SqlFragment, query: &UserQuery) -> Statement {
     if query.bounded_shape {
         Statement::cached(fragment)
@@ -660,8 +709,9 @@ impl Store {
     }
 
     pub async fn create_user(&self, principal: Principal, resource: Stored) -> Result<UserRecord> {
+        let actor = Actor::Key(principal.key_id.clone());
         self.write_users(principal, move |conn, registry, directory| {
-            insert(conn, registry, directory, resource)
+            insert(conn, registry, directory, &actor, resource)
         })
         .await
     }
@@ -677,8 +727,9 @@ impl Store {
         if_match: Option<String>,
         replacement: Stored,
     ) -> Result<UserRecord> {
+        let actor = Actor::Key(principal.key_id.clone());
         self.write_users(principal, move |conn, registry, directory| {
-            replace(conn, registry, directory, &id, if_match.as_deref(), replacement)
+            replace(conn, registry, directory, &actor, &id, if_match.as_deref(), replacement)
         })
         .await
     }
@@ -694,8 +745,11 @@ impl Store {
     where
         F: FnOnce(&Stored, &Registry) -> Result<Stored> + Send + 'static,
     {
+        let actor = Actor::Key(principal.key_id.clone());
         self.write_users(principal, move |conn, registry, directory| {
-            modify(conn, registry, directory, &id, if_match.as_deref(), |current| change(current, registry))
+            modify(conn, registry, directory, &actor, &id, if_match.as_deref(), |current| {
+                change(current, registry)
+            })
         })
         .await
     }
@@ -706,8 +760,9 @@ impl Store {
         id: String,
         if_match: Option<String>,
     ) -> Result<()> {
+        let actor = Actor::Key(principal.key_id.clone());
         self.write_users(principal, move |conn, _, directory| {
-            delete(conn, directory, &id, if_match.as_deref())
+            delete(conn, directory, &actor, &id, if_match.as_deref())
         })
         .await
     }
@@ -716,8 +771,11 @@ impl Store {
         let cache = self.list_cache.clone();
         // Read before the transaction starts (see `list_cache`).
         let generation = cache.generation(&principal.directory_id.0);
-        self.read_as(principal, move |conn, _, directory| list(conn, directory, &query, &cache, generation))
-            .await
+        self.read_as(principal, move |conn, _, directory| {
+            let query = capped(query, directories::page_cap(conn, directory)?);
+            list(conn, directory, &query, &cache, generation)
+        })
+        .await
     }
 }
 

@@ -28,6 +28,7 @@ use scimd::app;
 use scimd::config::Config;
 use scimd::ids::DirectoryId;
 use scimd::scim::resource;
+use scimd::store::audit::Actor;
 use scimd::store::{directories, keys, users, Store};
 
 struct Options {
@@ -95,7 +96,7 @@ fn seed(store: &Store, directory: &DirectoryId, count: u64) -> Vec<String> {
             .write_now(move |conn, registry| {
                 batch
                     .into_iter()
-                    .map(|r| users::insert(conn, registry, &directory, r).map(|u| u.meta.id))
+                    .map(|r| users::insert(conn, registry, &directory, &Actor::Cli, r).map(|u| u.meta.id))
                     .collect::<Result<Vec<_>, _>>()
             })
             .unwrap();
@@ -316,8 +317,8 @@ fn prepare(options: &Options, dir: &std::path::Path, size: u64) -> (String, Stor
     store.migrate().unwrap();
     let (directory, key) = store
         .write_now(|conn, _| {
-            let created = directories::insert(conn, "bench", "Bench")?;
-            Ok((created.id.clone(), keys::issue(conn, &created.id, "bench", None)?.token.secret))
+            let created = directories::create(conn, &Actor::Cli, "bench", "Bench")?;
+            Ok((created.id.clone(), keys::issue(conn, &Actor::Cli, &created.id, "bench", None)?.token.secret))
         })
         .unwrap();
     (url, store, directory, key)
@@ -330,6 +331,8 @@ fn serve(url: &str) -> (Server, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
         .args(["--database-url", url, "serve", "--bind", &bind])
         .env("RUST_LOG", "warn")
+        // One key drives the whole load; the per-key limit would measure itself.
+        .env("SCIMD_RATE_LIMIT__REQUESTS_PER_SECOND", "0")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -396,7 +399,9 @@ fn group_bench(runtime: &tokio::runtime::Runtime, options: &Options, dir: &std::
         let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": format!("Group {n}")});
         let stored = resource::normalize(&store.registry().group, &body).unwrap();
         let created = store
-            .write_now(move |conn, _| scimd::store::groups::insert(conn, &directory, stored, members))
+            .write_now(move |conn, _| {
+                scimd::store::groups::insert(conn, &directory, &Actor::Cli, stored, members)
+            })
             .unwrap();
         eprintln!("group of {size} members created in {:.1} s", started.elapsed().as_secs_f64());
         groups.push((size, created.meta.id));

@@ -4,6 +4,7 @@
 use reqwest::StatusCode;
 
 use crate::support::{on_both_backends, TestServer};
+use scimd::store::audit::Actor;
 use scimd::store::{directories, keys, now_millis};
 
 on_both_backends!(
@@ -43,7 +44,7 @@ async fn a_revoked_key_stops_working_on_the_next_request(server: TestServer) {
     let directory = server.directory.clone();
     let key_id =
         server.store.read_now(move |conn, _| Ok(keys::list(conn, &directory)?[0].id.clone())).unwrap();
-    server.store.write_now(move |conn, _| keys::revoke(conn, key_id.as_str())).unwrap();
+    server.store.write_now(move |conn, _| keys::revoke(conn, &Actor::Cli, key_id.as_str())).unwrap();
     let detail = server.get("/scim/v2/Users").await.assert_error(401, None);
     assert!(detail.contains("revoked"), "{detail}");
     let detail = server.get(&format!("/scim/v2/Users/{id}")).await.assert_error(401, None);
@@ -65,7 +66,7 @@ async fn an_expired_key_is_refused_and_says_so(server: TestServer) {
         .store
         .write_now(|conn, _| {
             let acme = directories::get_by_slug(conn, "acme")?;
-            Ok(keys::issue(conn, &acme.id, "old", Some(now_millis() - 1))?.token.secret)
+            Ok(keys::issue(conn, &Actor::Cli, &acme.id, "old", Some(now_millis() - 1))?.token.secret)
         })
         .unwrap();
     let reply = server.send(server.http.get(server.url("/scim/v2/Users")).bearer_auth(expired)).await;

@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::support::{on_both_backends, user_body, TestServer};
+use scimd::store::audit::Actor;
 use scimd::store::directories::{self, DeletionPolicy};
 use scimd::store::users;
 
@@ -72,7 +73,14 @@ async fn delete_deprovisions_by_default_and_keeps_the_record(server: TestServer)
 async fn delete_policy_removes_the_row(server: TestServer) {
     server
         .store
-        .write_now(|conn, _| directories::set_deletion(conn, "acme", DeletionPolicy::Delete))
+        .write_now(|conn, _| {
+            directories::configure(
+                conn,
+                &Actor::Cli,
+                "acme",
+                &directories::Settings { deletion: Some(DeletionPolicy::Delete), ..Default::default() },
+            )
+        })
         .unwrap();
     let id = server.create_user(user_body("gone@example.com")).await["id"].as_str().unwrap().to_string();
     assert_eq!(server.delete(&format!("/scim/v2/Users/{id}")).await.status, StatusCode::NO_CONTENT);

@@ -16,7 +16,8 @@ use serde_json::Value;
 use scimd::app;
 use scimd::config::Config;
 use scimd::ids::DirectoryId;
-use scimd::store::{directories, keys, Store};
+use scimd::store::audit::Actor;
+use scimd::store::{admin_tokens, directories, keys, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -86,6 +87,8 @@ pub struct TestServer {
     pub backend: Backend,
     pub base_url: String,
     pub key: String,
+    /// An admin token for `/admin/v1`.
+    pub admin_token: String,
     pub directory: DirectoryId,
     pub store: Store,
     pub config: Config,
@@ -106,14 +109,17 @@ impl TestServer {
         let (url, data_dir) = fresh_database(backend);
         let mut config = Config { database_url: url, ..Config::default() };
         config.database.pool_size = 4;
+        // Tests send requests back to back with one key; the rate-limit tests turn it on.
+        config.rate_limit.requests_per_second = 0;
         adjust(&mut config);
         let store = app::open_store(&config).unwrap();
         store.migrate().unwrap();
-        let (directory, key) = store
+        let (directory, key, admin_token) = store
             .write_now(|conn, _| {
-                let created = directories::insert(conn, "acme", "Acme")?;
-                let issued = keys::issue(conn, &created.id, "test", None)?;
-                Ok((created.id, issued.token.secret))
+                let created = directories::create(conn, &Actor::Cli, "acme", "Acme")?;
+                let issued = keys::issue(conn, &Actor::Cli, &created.id, "test", None)?;
+                let admin = admin_tokens::issue(conn, &Actor::Cli, "test admin", None)?;
+                Ok((created.id, issued.token.secret, admin.token.secret))
             })
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -132,6 +138,7 @@ impl TestServer {
             backend,
             base_url: format!("http://{addr}"),
             key,
+            admin_token,
             directory,
             store,
             config,
@@ -146,8 +153,8 @@ impl TestServer {
         let slug = slug.to_string();
         self.store
             .write_now(move |conn, _| {
-                let created = directories::insert(conn, &slug, &slug)?;
-                let issued = keys::issue(conn, &created.id, "test", None)?;
+                let created = directories::create(conn, &Actor::Cli, &slug, &slug)?;
+                let issued = keys::issue(conn, &Actor::Cli, &created.id, "test", None)?;
                 Ok((created.id, issued.token.secret))
             })
             .unwrap()
@@ -160,6 +167,15 @@ impl TestServer {
     /// A request with this server's key.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, self.url(path)).bearer_auth(&self.key)
+    }
+
+    /// An admin API request with this server's admin token; `body` is sent as JSON when given.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.admin_token);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        self.send(request).await
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
@@ -233,6 +249,19 @@ impl Reply {
         assert_eq!(self.body["status"], Value::String(status.to_string()), "status is a string");
         assert_eq!(self.body.get("scimType").and_then(Value::as_str), scim_type, "{}", self.body);
         assert!(self.header("content-type").unwrap_or_default().starts_with("application/scim+json"));
+        let detail = self.body["detail"].as_str().unwrap_or_default().to_string();
+        assert!(!detail.is_empty(), "error without a detail");
+        detail
+    }
+}
+
+impl Reply {
+    /// Asserts an admin API error of this status, returns the detail.
+    pub fn assert_admin_error(&self, status: u16) -> String {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["status"], serde_json::json!(status), "{}", self.body);
+        assert!(self.body["error"].is_string(), "{}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/json"));
         let detail = self.body["detail"].as_str().unwrap_or_default().to_string();
         assert!(!detail.is_empty(), "error without a detail");
         detail

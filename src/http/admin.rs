@@ -1,0 +1,380 @@
+//! `/admin/v1`: the admin API (plain JSON, not SCIM). Handlers extract, make one store call,
+//! and render; errors are `AdminError` JSON (see `http/error.rs`).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use super::auth::AdminToken;
+use super::body::AdminBody;
+use super::error::AdminError;
+use super::query_pairs;
+use crate::app::AppState;
+use crate::cli::{parse_duration_millis, token_status};
+use crate::error::Error;
+use crate::scim::index::format_millis;
+use crate::store::audit::{self, Actor, AuditQuery, Cursor, ResourceType};
+use crate::store::directories::{DeletionPolicy, Directory, Settings};
+use crate::store::keys::KeyInfo;
+use crate::store::now_millis;
+
+type AdminResult = Result<HttpResponse, AdminError>;
+
+const OPENAPI: &str = include_str!("../../schemas/admin-openapi.json");
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 500;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    let method_not_allowed = || web::to(method_not_allowed);
+    config.service(
+        web::scope("/admin/v1")
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(openapi))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/directories")
+                    .route(web::get().to(list_directories))
+                    .route(web::post().to(create_directory))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/directories/{slug}")
+                    .route(web::get().to(get_directory))
+                    .route(web::patch().to(configure_directory))
+                    .route(web::delete().to(delete_directory))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/directories/{slug}/keys")
+                    .route(web::get().to(list_keys))
+                    .route(web::post().to(issue_key))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/keys/{id}")
+                    .route(web::get().to(get_key))
+                    .route(web::delete().to(revoke_key))
+                    .default_service(method_not_allowed()),
+            )
+            .service(
+                web::resource("/audit").route(web::get().to(audit_log)).default_service(method_not_allowed()),
+            )
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn method_not_allowed() -> AdminResult {
+    Err(Error::MethodNotAllowed("this admin endpoint does not support that method".into()).into())
+}
+
+async fn not_found() -> AdminResult {
+    Err(Error::NotFound("no such admin endpoint; see /admin/v1/openapi.json".into()).into())
+}
+
+/// The OpenAPI document is public: it describes the API, and holds nothing about any directory.
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
+fn ok(status: StatusCode, body: Value) -> HttpResponse {
+    HttpResponse::build(status).content_type("application/json").body(body.to_string())
+}
+
+/// A JSON body read into a request type; unknown members and wrong types are 400s that name them.
+fn parse<T: DeserializeOwned>(body: AdminBody) -> Result<T, AdminError> {
+    serde_path_to_error::deserialize(body.0).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!(" at '{path}'") };
+        Error::InvalidValue(format!("request body{at}: {}", e.inner())).into()
+    })
+}
+
+/// Distinguishes a member sent as `null` (Some(None)) from one left out (None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+fn time(millis: Option<i64>) -> Value {
+    millis.map_or(Value::Null, |m| Value::String(format_millis(m)))
+}
+
+fn directory_json(directory: &Directory) -> Value {
+    json!({
+        "id": directory.id,
+        "slug": directory.slug,
+        "name": directory.name,
+        "created_at": format_millis(directory.created_at),
+        "deletion": directory.deletion.as_str(),
+        "max_page_size": directory.max_page_size,
+    })
+}
+
+fn key_json(key: &KeyInfo) -> Value {
+    json!({
+        "id": key.id,
+        "directory_id": key.directory_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": format_millis(key.created_at),
+        "expires_at": time(key.expires_at),
+        "last_used_at": time(key.last_used_at),
+        "revoked_at": time(key.revoked_at),
+        "status": token_status(key.revoked_at, key.expires_at, now_millis()),
+    })
+}
+
+/// `limit` and `cursor` of a paged list.
+fn page_params(request: &HttpRequest) -> Result<(i64, Option<String>), Error> {
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    for (name, value) in query_pairs(request) {
+        match name.as_str() {
+            "limit" => {
+                limit = value.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                    Error::InvalidValue(format!(
+                        "limit '{value}' must be a whole number from 1 to {MAX_PAGE}"
+                    ))
+                })?
+            }
+            "cursor" => cursor = Some(value),
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
+fn deletion(text: Option<String>) -> Result<Option<DeletionPolicy>, Error> {
+    text.map(|t| DeletionPolicy::parse(&t)).transpose()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateDirectory {
+    slug: String,
+    name: Option<String>,
+    deletion: Option<String>,
+    max_page_size: Option<u32>,
+}
+
+async fn create_directory(state: web::Data<AppState>, admin: AdminToken, body: AdminBody) -> AdminResult {
+    let request: CreateDirectory = parse(body)?;
+    let settings = Settings {
+        slug: Some(request.slug),
+        name: request.name,
+        deletion: deletion(request.deletion)?,
+        max_page_size: Some(request.max_page_size),
+    };
+    let created = state.store.create_directory(Actor::AdminToken(admin.0), settings).await?;
+    Ok(ok(StatusCode::CREATED, directory_json(&created)))
+}
+
+async fn list_directories(state: web::Data<AppState>, _: AdminToken, request: HttpRequest) -> AdminResult {
+    let (limit, cursor) = page_params(&request)?;
+    let page = state.store.list_directories(cursor, limit.saturating_add(1)).await?;
+    let more = page.len() as i64 > limit;
+    let items: Vec<Value> = page.iter().take(limit as usize).map(directory_json).collect();
+    let next = if more { page.get(limit as usize - 1).map(|d| d.slug.clone()) } else { None };
+    Ok(ok(StatusCode::OK, json!({ "items": items, "next": next })))
+}
+
+async fn get_directory(state: web::Data<AppState>, _: AdminToken, slug: web::Path<String>) -> AdminResult {
+    let directory = state.store.get_directory(slug.into_inner()).await?;
+    Ok(ok(StatusCode::OK, directory_json(&directory)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigureDirectory {
+    slug: Option<String>,
+    name: Option<String>,
+    deletion: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    max_page_size: Option<Option<u32>>,
+}
+
+async fn configure_directory(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    slug: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let request: ConfigureDirectory = parse(body)?;
+    let settings = Settings {
+        slug: request.slug,
+        name: request.name,
+        deletion: deletion(request.deletion)?,
+        max_page_size: request.max_page_size,
+    };
+    if settings == Settings::default() {
+        return Err(Error::InvalidValue(
+            "nothing to change: send one or more of slug, name, deletion, max_page_size".into(),
+        )
+        .into());
+    }
+    let changed =
+        state.store.configure_directory(Actor::AdminToken(admin.0), slug.into_inner(), settings).await?;
+    Ok(ok(StatusCode::OK, directory_json(&changed)))
+}
+
+async fn delete_directory(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    slug: web::Path<String>,
+    request: HttpRequest,
+) -> AdminResult {
+    let mut purge = false;
+    for (name, value) in query_pairs(&request) {
+        if name == "purge" {
+            purge = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(Error::InvalidValue(format!("purge '{other}' must be true or false")).into())
+                }
+            };
+        }
+    }
+    state.store.delete_directory(Actor::AdminToken(admin.0), slug.into_inner(), purge).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueKey {
+    #[serde(default)]
+    name: String,
+    /// A lifetime such as "90d".
+    expires_in: Option<String>,
+    /// An RFC 3339 time.
+    expires_at: Option<String>,
+}
+
+async fn issue_key(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    slug: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let request: IssueKey = parse(body)?;
+    let expires_at = match (request.expires_in, request.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidValue("give expires_in or expires_at, not both".into()).into());
+        }
+        (Some(lifetime), None) => {
+            let millis = parse_duration_millis(&lifetime)
+                .map_err(|e| Error::InvalidValue(format!("expires_in: {e}")))?;
+            Some(now_millis().saturating_add(millis))
+        }
+        (None, Some(at)) => Some(
+            chrono::DateTime::parse_from_rfc3339(&at)
+                .map_err(|_| {
+                    Error::InvalidValue(format!(
+                        "expires_at '{at}' is not an RFC 3339 time such as 2027-01-31T00:00:00Z"
+                    ))
+                })?
+                .timestamp_millis(),
+        ),
+        (None, None) => None,
+    };
+    if expires_at.is_some_and(|at| at <= now_millis()) {
+        return Err(Error::InvalidValue("expires_at must be in the future".into()).into());
+    }
+    let issued = state
+        .store
+        .issue_key(Actor::AdminToken(admin.0), slug.into_inner(), request.name, expires_at)
+        .await?;
+    let mut body = key_json(&issued.info);
+    // The only response that ever carries the secret.
+    if let Value::Object(fields) = &mut body {
+        fields.insert("token".into(), Value::String(issued.token.secret.clone()));
+    }
+    Ok(ok(StatusCode::CREATED, body).customize_no_store())
+}
+
+async fn list_keys(state: web::Data<AppState>, _: AdminToken, slug: web::Path<String>) -> AdminResult {
+    let keys = state.store.list_keys(slug.into_inner()).await?;
+    let items: Vec<Value> = keys.iter().map(key_json).collect();
+    Ok(ok(StatusCode::OK, json!({ "items": items, "next": null })))
+}
+
+async fn get_key(state: web::Data<AppState>, _: AdminToken, id: web::Path<String>) -> AdminResult {
+    let key = state.store.get_key(id.into_inner()).await?;
+    Ok(ok(StatusCode::OK, key_json(&key)))
+}
+
+async fn revoke_key(state: web::Data<AppState>, admin: AdminToken, id: web::Path<String>) -> AdminResult {
+    let key = state.store.revoke_key(Actor::AdminToken(admin.0), id.into_inner()).await?;
+    Ok(ok(StatusCode::OK, key_json(&key)))
+}
+
+fn parse_time(name: &str, value: &str) -> Result<i64, Error> {
+    chrono::DateTime::parse_from_rfc3339(value).map(|t| t.timestamp_millis()).map_err(|_| {
+        Error::InvalidValue(format!("{name} '{value}' is not an RFC 3339 time such as 2026-11-30T00:00:00Z"))
+    })
+}
+
+async fn audit_log(state: web::Data<AppState>, _: AdminToken, request: HttpRequest) -> AdminResult {
+    let (limit, cursor) = page_params(&request)?;
+    let mut query = AuditQuery {
+        limit,
+        after: cursor.as_deref().map(Cursor::decode).transpose()?,
+        ..AuditQuery::default()
+    };
+    let mut directory_slug = None;
+    for (name, value) in query_pairs(&request) {
+        match name.as_str() {
+            "directory" => directory_slug = Some(value),
+            "directory_id" => query.directory = Some(crate::ids::DirectoryId(value)),
+            "resource" => query.resource_type = Some(ResourceType::parse(&value)?),
+            "resource_id" => query.resource_id = Some(value),
+            "actor" => query.actor_id = Some(value),
+            "since" => query.since = Some(parse_time("since", &value)?),
+            "until" => query.until = Some(parse_time("until", &value)?),
+            "limit" | "cursor" => {}
+            other => {
+                return Err(Error::InvalidValue(format!(
+                "unknown audit filter '{other}': use directory, directory_id, resource, resource_id, actor, \
+                     since, until, limit, cursor"
+            ))
+                .into())
+            }
+        }
+    }
+    if let Some(slug) = directory_slug {
+        query.directory = Some(state.store.get_directory(slug).await?.id);
+    }
+    let (entries, next) = state.store.audit_page(query).await?;
+    let items: Vec<Value> = entries.iter().map(entry_json).collect();
+    Ok(ok(StatusCode::OK, json!({ "items": items, "next": next.map(|c| c.encode()) })))
+}
+
+fn entry_json(entry: &audit::Entry) -> Value {
+    json!({
+        "id": entry.id,
+        "at": format_millis(entry.at),
+        "directory_id": entry.directory_id,
+        "actor": { "kind": entry.actor_kind, "id": entry.actor_id },
+        "resource": { "type": entry.resource_type, "id": entry.resource_id },
+        "operation": entry.operation,
+        "details": entry.details,
+    })
+}
+
+trait NoStore {
+    fn customize_no_store(self) -> HttpResponse;
+}
+
+impl NoStore for HttpResponse {
+    /// A response carrying a secret must not be kept by any cache (RFC 9111 §5.2.2.5).
+    fn customize_no_store(mut self) -> HttpResponse {
+        self.headers_mut().insert(
+            actix_web::http::header::CACHE_CONTROL,
+            actix_web::http::header::HeaderValue::from_static("no-store"),
+        );
+        self
+    }
+}
