@@ -392,6 +392,9 @@ fn bootstrap(store: &Store, base_url: &str) -> Result<()> {
             issued.token.secret
         );
         println!("Try: curl -H 'Authorization: Bearer {}' {base_url}/scim/v2/Users\n", issued.token.secret);
+        println!(
+            "For the admin API ({base_url}/admin/v1), issue an admin token with: scimd admin-token issue\n"
+        );
     }
     Ok(())
 }

@@ -222,3 +222,131 @@ fn serve_stops_cleanly_on_sigterm() {
     let (_again, _, bind) = serve(dir.path(), &db);
     assert_eq!(http_get_status(&bind, "/scim/v2/Users", Some(&key)), Some(200));
 }
+
+fn is_admin_token(text: &str) -> bool {
+    text.len() == 76 && text.starts_with("scimd_admin_") && text[12..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[test]
+fn an_admin_token_is_printed_alone_opens_the_admin_api_and_can_be_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("admin.db").display());
+    let issued =
+        run(scimd(dir.path()).args(["--database-url", &db, "admin-token", "issue", "--name", "ops"]));
+    let token = stdout(&issued);
+    assert!(token.ends_with('\n') && token.lines().count() == 1, "stdout must be the token alone: {token:?}");
+    let token = token.trim().to_string();
+    assert!(is_admin_token(&token), "{token}");
+    let listed = stdout(&run(scimd(dir.path()).args(["--database-url", &db, "admin-token", "list"])));
+    assert!(!listed.contains(&token) && listed.contains(&token[..24]) && listed.contains("ops"), "{listed}");
+
+    let (_server, _, bind) = serve(dir.path(), &db);
+    assert_eq!(http_get_status(&bind, "/admin/v1/directories", Some(&token)), Some(200));
+    assert_eq!(http_get_status(&bind, "/admin/v1/directories", None), Some(401));
+    let id = listed.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    run(scimd(dir.path()).args(["--database-url", &db, "admin-token", "revoke", &id]));
+    assert_eq!(http_get_status(&bind, "/admin/v1/directories", Some(&token)), Some(401), "revoked at once");
+}
+
+#[test]
+fn a_directory_holding_users_is_deleted_only_with_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("purge.db").display());
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    run(scimd(dir.path()).args([
+        "--database-url",
+        &db,
+        "directory",
+        "configure",
+        "acme",
+        "--max-page-size",
+        "50",
+    ]));
+    let store =
+        scimd::app::open_store(&scimd::config::Config { database_url: db.clone(), ..Default::default() })
+            .unwrap();
+    store
+        .write_now(|conn, registry| {
+            let acme = scimd::store::directories::get_by_slug(conn, "acme")?;
+            let user = serde_json::json!({"userName": "held@example.com"});
+            let user = user.as_object().unwrap().clone();
+            scimd::store::users::insert(conn, registry, &acme.id, &scimd::store::audit::Actor::Cli, user)?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let refused =
+        scimd(dir.path()).args(["--database-url", &db, "directory", "delete", "acme"]).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("1 user(s)") && stderr.contains("--purge"), "{stderr}");
+    let purged =
+        run(scimd(dir.path()).args(["--database-url", &db, "directory", "delete", "acme", "--purge"]));
+    assert!(String::from_utf8_lossy(&purged.stderr).contains("1 user(s)"));
+    let listed = stdout(&run(scimd(dir.path()).args(["--database-url", &db, "directory", "list"])));
+    assert!(!listed.contains("acme"), "{listed}");
+}
+
+#[test]
+fn serve_refuses_to_start_with_stored_secrets_and_no_key_or_the_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("secrets.db").display());
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    let key_hex = stdout(&run(scimd(dir.path()).args(["secret-key", "generate"]))).trim().to_string();
+    assert_eq!(key_hex.len(), 64);
+    let key = scimd::encryption::SecretKey::from_hex(&key_hex).unwrap();
+    let store =
+        scimd::app::open_store(&scimd::config::Config { database_url: db.clone(), ..Default::default() })
+            .unwrap();
+    store
+        .write_now(move |conn, _| {
+            let acme = scimd::store::directories::get_by_slug(conn, "acme")?;
+            scimd::store::secrets::put(conn, &key, &acme.id, "conn-1", "api_token", b"SSWS-token")?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+
+    let serve_with = |secret: Option<&str>| {
+        let mut command = scimd(dir.path());
+        command.env_remove("SCIMD_SECRET_KEY").args([
+            "--database-url",
+            &db,
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ]);
+        if let Some(secret) = secret {
+            command.env("SCIMD_SECRET_KEY", secret);
+        }
+        command.output().unwrap()
+    };
+    let without = serve_with(None);
+    assert!(!without.status.success());
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        stderr.contains("1 encrypted importer secret(s)") && stderr.contains("SCIMD_SECRET_KEY"),
+        "{stderr}"
+    );
+    let wrong = serve_with(Some(&"ab".repeat(32)));
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not open"));
+    let malformed = serve_with(Some("short"));
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains("64 hex digits"));
+
+    // With the right key it serves.
+    let bind = format!("127.0.0.1:{}", free_port());
+    let child = scimd(dir.path())
+        .env("SCIMD_SECRET_KEY", &key_hex)
+        .args(["--database-url", &db, "serve", "--bind", &bind])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _serving = Serving(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get_status(&bind, "/healthz", None) != Some(200) {
+        assert!(Instant::now() < deadline, "scimd serve did not start with the right key");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
