@@ -47,9 +47,9 @@ pub enum Error {
     /// 404: unknown resource, or one that belongs to another directory.
     #[error("{0}")]
     NotFound(String),
-    /// 405: the endpoint exists but not with this method.
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    /// 405: the endpoint exists but not with this method; `allow` lists the methods it takes.
+    #[error("this endpoint supports only {allow}")]
+    MethodNotAllowed { allow: &'static str },
     /// 401: no key, or a key that is unknown, revoked or expired. The detail says which,
     /// never anything about the directory.
     #[error("{0}")]

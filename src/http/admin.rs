@@ -16,7 +16,7 @@ use crate::cli::{parse_duration_millis, token_status};
 use crate::error::Error;
 use crate::scim::index::format_millis;
 use crate::store::audit::{self, Actor, AuditQuery, Cursor, ResourceType};
-use crate::store::directories::{DeletionPolicy, Directory, Settings};
+use crate::store::directories::{validate_slug, DeletionPolicy, Directory, Settings};
 use crate::store::keys::KeyInfo;
 use crate::store::now_millis;
 
@@ -27,48 +27,44 @@ const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 500;
 
 pub fn routes(config: &mut web::ServiceConfig) {
-    let method_not_allowed = || web::to(method_not_allowed);
     config.service(
         web::scope("/admin/v1")
             .service(
-                web::resource("/openapi.json")
-                    .route(web::get().to(openapi))
-                    .default_service(method_not_allowed()),
+                web::resource("/openapi.json").route(web::get().to(openapi)).default_service(only("GET")),
             )
             .service(
                 web::resource("/directories")
                     .route(web::get().to(list_directories))
                     .route(web::post().to(create_directory))
-                    .default_service(method_not_allowed()),
+                    .default_service(only("GET, POST")),
             )
             .service(
                 web::resource("/directories/{slug}")
                     .route(web::get().to(get_directory))
                     .route(web::patch().to(configure_directory))
                     .route(web::delete().to(delete_directory))
-                    .default_service(method_not_allowed()),
+                    .default_service(only("GET, PATCH, DELETE")),
             )
             .service(
                 web::resource("/directories/{slug}/keys")
                     .route(web::get().to(list_keys))
                     .route(web::post().to(issue_key))
-                    .default_service(method_not_allowed()),
+                    .default_service(only("GET, POST")),
             )
             .service(
                 web::resource("/keys/{id}")
                     .route(web::get().to(get_key))
                     .route(web::delete().to(revoke_key))
-                    .default_service(method_not_allowed()),
+                    .default_service(only("GET, DELETE")),
             )
-            .service(
-                web::resource("/audit").route(web::get().to(audit_log)).default_service(method_not_allowed()),
-            )
+            .service(web::resource("/audit").route(web::get().to(audit_log)).default_service(only("GET")))
             .default_service(web::to(not_found)),
     );
 }
 
-async fn method_not_allowed() -> AdminResult {
-    Err(Error::MethodNotAllowed("this admin endpoint does not support that method".into()).into())
+/// The answer of a resource to any method but `allow`: 405 with an `Allow` header.
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, AdminError>(Error::MethodNotAllowed { allow }.into()) })
 }
 
 async fn not_found() -> AdminResult {
@@ -93,9 +89,27 @@ fn parse<T: DeserializeOwned>(body: AdminBody) -> Result<T, AdminError> {
     })
 }
 
-/// Distinguishes a member sent as `null` (Some(None)) from one left out (None).
+/// A member that was sent (with `#[serde(default)]`, one left out is `None`). Into
+/// `Option<Option<T>>` a `null` is `Some(None)`, "clear it"; into `Option<T>` a `null` is refused
+/// as the wrong type rather than silently read as "left out".
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// A page size: a whole number, also when a client writes it as `50.0` (JSON has one number type).
+#[derive(Debug, Clone, Copy)]
+struct PageSize(u32);
+
+impl<'de> Deserialize<'de> for PageSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let number = f64::deserialize(d)?;
+        let whole = number.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&number);
+        if whole {
+            Ok(PageSize(number as u32))
+        } else {
+            Err(serde::de::Error::custom(format!("{number} is not a whole number of resources")))
+        }
+    }
 }
 
 fn time(millis: Option<i64>) -> Value {
@@ -127,11 +141,22 @@ fn key_json(key: &KeyInfo) -> Value {
     })
 }
 
+/// The query parameters; an empty one (`until=`) is refused rather than guessed at.
+fn parameters(request: &HttpRequest) -> Result<Vec<(String, String)>, Error> {
+    let pairs = query_pairs(request);
+    match pairs.iter().find(|(_, value)| value.is_empty()) {
+        Some((name, _)) => {
+            Err(Error::InvalidValue(format!("parameter '{name}' is empty: give a value or leave it out")))
+        }
+        None => Ok(pairs),
+    }
+}
+
 /// `limit` and `cursor` of a paged list.
 fn page_params(request: &HttpRequest) -> Result<(i64, Option<String>), Error> {
     let mut limit = DEFAULT_PAGE;
     let mut cursor = None;
-    for (name, value) in query_pairs(request) {
+    for (name, value) in parameters(request)? {
         match name.as_str() {
             "limit" => {
                 limit = value.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
@@ -155,9 +180,11 @@ fn deletion(text: Option<String>) -> Result<Option<DeletionPolicy>, Error> {
 #[serde(deny_unknown_fields)]
 struct CreateDirectory {
     slug: String,
+    #[serde(default, deserialize_with = "present")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     deletion: Option<String>,
-    max_page_size: Option<u32>,
+    max_page_size: Option<PageSize>,
 }
 
 async fn create_directory(state: web::Data<AppState>, admin: AdminToken, body: AdminBody) -> AdminResult {
@@ -166,7 +193,7 @@ async fn create_directory(state: web::Data<AppState>, admin: AdminToken, body: A
         slug: Some(request.slug),
         name: request.name,
         deletion: deletion(request.deletion)?,
-        max_page_size: Some(request.max_page_size),
+        max_page_size: Some(request.max_page_size.map(|size| size.0)),
     };
     let created = state.store.create_directory(Actor::AdminToken(admin.0), settings).await?;
     Ok(ok(StatusCode::CREATED, directory_json(&created)))
@@ -174,6 +201,11 @@ async fn create_directory(state: web::Data<AppState>, admin: AdminToken, body: A
 
 async fn list_directories(state: web::Data<AppState>, _: AdminToken, request: HttpRequest) -> AdminResult {
     let (limit, cursor) = page_params(&request)?;
+    if let Some(cursor) = &cursor {
+        // The cursor of this list is the last slug of the previous page.
+        validate_slug(cursor)
+            .map_err(|_| Error::InvalidValue(format!("cursor '{cursor}' is not one this server returned")))?;
+    }
     let page = state.store.list_directories(cursor, limit.saturating_add(1)).await?;
     let more = page.len() as i64 > limit;
     let items: Vec<Value> = page.iter().take(limit as usize).map(directory_json).collect();
@@ -189,11 +221,14 @@ async fn get_directory(state: web::Data<AppState>, _: AdminToken, slug: web::Pat
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigureDirectory {
+    #[serde(default, deserialize_with = "present")]
     slug: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     deletion: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    max_page_size: Option<Option<u32>>,
+    max_page_size: Option<Option<PageSize>>,
 }
 
 async fn configure_directory(
@@ -207,7 +242,7 @@ async fn configure_directory(
         slug: request.slug,
         name: request.name,
         deletion: deletion(request.deletion)?,
-        max_page_size: request.max_page_size,
+        max_page_size: request.max_page_size.map(|size| size.map(|s| s.0)),
     };
     if settings == Settings::default() {
         return Err(Error::InvalidValue(
@@ -227,7 +262,7 @@ async fn delete_directory(
     request: HttpRequest,
 ) -> AdminResult {
     let mut purge = false;
-    for (name, value) in query_pairs(&request) {
+    for (name, value) in parameters(&request)? {
         if name == "purge" {
             purge = match value.as_str() {
                 "true" => true,
@@ -248,8 +283,10 @@ struct IssueKey {
     #[serde(default)]
     name: String,
     /// A lifetime such as "90d".
+    #[serde(default, deserialize_with = "present")]
     expires_in: Option<String>,
     /// An RFC 3339 time.
+    #[serde(default, deserialize_with = "present")]
     expires_at: Option<String>,
 }
 
@@ -325,7 +362,7 @@ async fn audit_log(state: web::Data<AppState>, _: AdminToken, request: HttpReque
         ..AuditQuery::default()
     };
     let mut directory_slug = None;
-    for (name, value) in query_pairs(&request) {
+    for (name, value) in parameters(&request)? {
         match name.as_str() {
             "directory" => directory_slug = Some(value),
             "directory_id" => query.directory = Some(crate::ids::DirectoryId(value)),

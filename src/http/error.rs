@@ -26,7 +26,7 @@ fn classify(error: &Error) -> (StatusCode, Option<&'static str>) {
         Error::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
         Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, None),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, None),
-        Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, None),
+        Error::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, None),
         Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
         Error::Forbidden(_) => (StatusCode::FORBIDDEN, None),
         Error::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
@@ -56,7 +56,7 @@ fn client_detail(error: &Error, status: StatusCode) -> String {
 }
 
 /// An error response with the headers its status calls for: a Bearer challenge on 401,
-/// Retry-After on 429 and 503.
+/// Retry-After on 429 and 503, Allow on 405.
 fn respond(error: &Error, status: StatusCode, content_type: &'static str, body: Value) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     response.insert_header((header::CONTENT_TYPE, content_type));
@@ -78,6 +78,10 @@ fn respond(error: &Error, status: StatusCode, content_type: &'static str, body: 
         }
         Error::Unavailable(_) => {
             response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        // RFC 9110 §15.5.6: a 405 lists what the resource does support.
+        Error::MethodNotAllowed { allow } => {
+            response.insert_header((header::ALLOW, *allow));
         }
         _ => {}
     }

@@ -48,17 +48,17 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     web::resource("/Users")
                         .route(web::get().to(users::list))
                         .route(web::post().to(users::create))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("GET, POST")),
                 )
                 .service(
                     web::resource("/.search")
                         .route(web::post().to(search::search_all))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("POST")),
                 )
                 .service(
                     web::resource("/Users/.search")
                         .route(web::post().to(users::search))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("POST")),
                 )
                 .service(
                     web::resource("/Users/{id}")
@@ -66,7 +66,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         .route(web::put().to(users::replace))
                         .route(web::patch().to(users::patch))
                         .route(web::delete().to(users::delete))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("GET, PUT, PATCH, DELETE")),
                 )
                 .route(
                     "/Bulk",
@@ -84,12 +84,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     web::resource("/Groups")
                         .route(web::get().to(groups::list))
                         .route(web::post().to(groups::create))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("GET, POST")),
                 )
                 .service(
                     web::resource("/Groups/.search")
                         .route(web::post().to(groups::search))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("POST")),
                 )
                 .service(
                     web::resource("/Groups/{id}")
@@ -97,14 +97,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
                         .route(web::put().to(groups::replace))
                         .route(web::patch().to(groups::patch))
                         .route(web::delete().to(groups::delete))
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(only("GET, PUT, PATCH, DELETE")),
                 ),
         )
         .default_service(web::to(not_found));
 }
 
 fn only_get(path: &str, route: actix_web::Route) -> actix_web::Resource {
-    web::resource(path).route(route).default_service(web::to(method_not_allowed))
+    web::resource(path).route(route).default_service(only("GET"))
 }
 
 /// Request tracing with scimd's root span (inside the request-id layer).
@@ -215,8 +215,9 @@ async fn not_found() -> Result<HttpResponse, Error> {
     Err(Error::NotFound("no such endpoint; SCIM lives under /scim/v2".into()))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, Error> {
-    Err(Error::MethodNotAllowed("this endpoint does not support that method".into()))
+/// The answer of a resource to any method but `allow`: 405 with an `Allow` header.
+fn only(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, Error>(Error::MethodNotAllowed { allow }) })
 }
 
 async fn not_implemented(detail: &'static str) -> Result<HttpResponse, Error> {

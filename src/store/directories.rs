@@ -66,6 +66,13 @@ impl DeletionPolicy {
     }
 }
 
+fn validate_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::InvalidValue("a directory name cannot be empty".into()));
+    }
+    Ok(())
+}
+
 /// Slugs appear in URLs and CLI arguments: lower-case letters, digits and inner dashes.
 pub fn validate_slug(slug: &str) -> Result<()> {
     let valid = !slug.is_empty()
@@ -151,6 +158,9 @@ fn directory_change<'a>(
 pub fn insert(conn: &mut DbConn, actor: &Actor, settings: &Settings) -> Result<Directory> {
     let slug = settings.slug.clone().unwrap_or_default();
     validate_slug(&slug)?;
+    if let Some(name) = &settings.name {
+        validate_name(name)?;
+    }
     let row = DirectoryRow {
         id: DirectoryId::generate().0,
         name: settings.name.clone().unwrap_or_else(|| slug.clone()),
@@ -191,9 +201,7 @@ pub fn configure(conn: &mut DbConn, actor: &Actor, slug: &str, settings: &Settin
         validate_slug(new_slug)?;
     }
     if let Some(name) = &settings.name {
-        if name.trim().is_empty() {
-            return Err(Error::InvalidValue("a directory name cannot be empty".into()));
-        }
+        validate_name(name)?;
     }
     let max_page_size = match settings.max_page_size {
         Some(size) => check_page_size(size)?,

@@ -169,7 +169,25 @@ async fn bad_directory_input_is_refused_and_changes_nothing(server: TestServer) 
         (acme.body["name"].as_str(), acme.body["deletion"].as_str()),
         (Some("Acme"), Some("deactivate"))
     );
-    server.admin(Method::PUT, "/admin/v1/directories/acme", None).await.assert_admin_error(405);
+    assert_eq!(acme.body["max_page_size"], Value::Null);
+    let put = server.admin(Method::PUT, "/admin/v1/directories/acme", None).await;
+    put.assert_admin_error(405);
+    assert_eq!(put.header("allow"), Some("GET, PATCH, DELETE"));
+    for bad in ["cursor=0.5", "cursor=", "limit="] {
+        server
+            .admin(Method::GET, &format!("/admin/v1/directories?{bad}"), None)
+            .await
+            .assert_admin_error(400);
+    }
+    let null_name =
+        server.admin(Method::PATCH, "/admin/v1/directories/acme", Some(json!({"name": null}))).await;
+    assert!(null_name.assert_admin_error(400).contains("name"));
+    let whole =
+        server.admin(Method::PATCH, "/admin/v1/directories/acme", Some(json!({"max_page_size": 40.0}))).await;
+    assert_eq!(whole.body["max_page_size"], 40, "a whole number written as 40.0 is 40");
+    let fraction =
+        server.admin(Method::PATCH, "/admin/v1/directories/acme", Some(json!({"max_page_size": 40.5}))).await;
+    assert!(fraction.assert_admin_error(400).contains("whole number"));
     server.admin(Method::GET, "/admin/v1/nothing", None).await.assert_admin_error(404);
 }
 

@@ -74,8 +74,13 @@ async fn oversized_bodies_get_413(server: TestServer) {
 
 async fn unknown_endpoints_and_methods_get_scim_errors(server: TestServer) {
     server.get("/scim/v2/Widgets").await.assert_error(404, None);
-    server.send(server.request(Method::PUT, "/scim/v2/Users")).await.assert_error(405, None);
-    server.send(server.request(Method::GET, "/scim/v2/Users/.search")).await.assert_error(405, None);
+    // A 405 lists what the endpoint takes (RFC 9110 §15.5.6).
+    let put = server.send(server.request(Method::PUT, "/scim/v2/Users")).await;
+    assert_eq!(put.assert_error(405, None), "this endpoint supports only GET, POST");
+    assert_eq!(put.header("allow"), Some("GET, POST"));
+    let get = server.send(server.request(Method::GET, "/scim/v2/Users/.search")).await;
+    get.assert_error(405, None);
+    assert_eq!(get.header("allow"), Some("POST"));
     server.post("/scim/v2/Bulk", &json!({})).await.assert_error(501, None);
     server.get("/scim/v2/Me").await.assert_error(501, None);
 }
