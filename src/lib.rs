@@ -18,6 +18,7 @@ pub mod http;
 pub mod ids;
 pub mod scim;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod token;
 

@@ -80,6 +80,8 @@ diesel::table! {
         version -> BigInt,
         manager_id -> Nullable<Text>,
         deprovisioned_at -> Nullable<BigInt>,
+        source_connection -> Nullable<Text>,
+        source_id -> Nullable<Text>,
     }
 }
 
@@ -104,6 +106,36 @@ diesel::table! {
         created_at -> BigInt,
         modified_at -> BigInt,
         version -> BigInt,
+        source_connection -> Nullable<Text>,
+        source_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    connections (id) {
+        id -> Text,
+        directory_id -> Text,
+        name -> Text,
+        kind -> Text,
+        config -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        delta_state -> Nullable<Text>,
+        last_full_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sync_runs (id) {
+        id -> Text,
+        connection_id -> Text,
+        trigger -> Text,
+        mode -> Text,
+        dry_run -> Bool,
+        status -> Text,
+        started_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+        report -> Text,
     }
 }
 
@@ -117,6 +149,8 @@ diesel::table! {
 
 diesel::joinable!(directory_keys -> directories (directory_id));
 diesel::joinable!(secrets -> directories (directory_id));
+diesel::joinable!(connections -> directories (directory_id));
+diesel::joinable!(sync_runs -> connections (connection_id));
 diesel::joinable!(users -> directories (directory_id));
 diesel::joinable!(groups -> directories (directory_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -127,6 +161,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_tokens,
     audit_events,
     secrets,
+    connections,
+    sync_runs,
     users,
     user_values,
     groups,

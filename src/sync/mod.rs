@@ -1,0 +1,5 @@
+//! Pull sync: importers that read a source directory (Okta, later Entra ID) and write it
+//! through the same repository as the SCIM handlers. `connection` and `rules` are pure.
+
+pub mod connection;
+pub mod rules;
