@@ -24,6 +24,8 @@ pub struct AppState {
     pub base_url: String,
     /// Per-key request limits (see `http::rate_limit`).
     pub rate_limiter: Arc<RateLimiter>,
+    /// Seals importer credentials; `None` when the operator set no key.
+    pub secret_key: Option<crate::encryption::SecretKey>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ pub fn start(store: Store, config: Config, listener: TcpListener) -> Result<Runn
     let state = web::Data::new(AppState {
         base_url: config.base_url(Some(addr)),
         rate_limiter: Arc::new(RateLimiter::new(&config.rate_limit)),
+        secret_key: config.secret_key()?,
         store,
         config,
     });

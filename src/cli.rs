@@ -23,8 +23,15 @@ pub struct Cli {
     /// Database URL: sqlite://<file> or postgres://user:password@host/db [env: SCIMD_DATABASE_URL]
     #[arg(long, global = true)]
     pub database_url: Option<String>,
-    /// Configuration file.
-    #[arg(long, global = true, env = "SCIMD_CONFIG", default_value = "config/default.toml")]
+    /// scimd's configuration file. (Not `--config`: the pull-sync contract gives that flag to
+    /// `connection create/update` for the connection JSON.)
+    #[arg(
+        id = "config_file",
+        long = "config-file",
+        global = true,
+        env = "SCIMD_CONFIG",
+        default_value = "config/default.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +55,45 @@ pub enum Command {
     /// The key that encrypts importer credentials at rest.
     #[command(subcommand)]
     SecretKey(SecretKeyCommand),
+    /// Manage pull-sync connections (an Okta org or Entra tenant feeding a directory).
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    /// Create a connection from a JSON config file (secrets may be given as *_file paths).
+    Create {
+        /// Directory slug.
+        directory: String,
+        /// Connection name, e.g. okta-main.
+        name: String,
+        /// The connection JSON (see the README).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Replace a connection's configuration; secrets left out keep their stored value.
+    Update {
+        /// <directory>/<name>
+        connection: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// List a directory's connections.
+    List {
+        /// Directory slug.
+        directory: String,
+    },
+    /// Show a connection's configuration (secrets only as set / rotated).
+    Show {
+        /// <directory>/<name>
+        connection: String,
+    },
+    /// Delete a connection; the records it imported stay and stop being updated.
+    Delete {
+        /// <directory>/<name>
+        connection: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +254,10 @@ pub fn run(cli: Cli, config: Config) -> Result<()> {
             let store = migrated_store(&config)?;
             admin_token(&store, command)
         }
+        Command::Connection(command) => {
+            let store = migrated_store(&config)?;
+            connection_command(&store, &config, command)
+        }
         Command::SecretKey(SecretKeyCommand::Generate) => {
             println!("{}", crate::encryption::SecretKey::generate_hex());
             eprintln!(
@@ -366,6 +416,102 @@ fn admin_token(store: &Store, command: AdminTokenCommand) -> Result<()> {
             let revoked =
                 store.write_now(move |conn, _| admin_tokens::revoke(conn, &Actor::Cli, &token_id))?;
             eprintln!("revoked admin token {} ({})", revoked.id, revoked.prefix);
+        }
+    }
+    Ok(())
+}
+
+/// `<directory>/<name>` split in two.
+fn connection_name(text: &str) -> Result<(String, String)> {
+    match text.split_once('/') {
+        Some((directory, name)) if !directory.is_empty() && !name.is_empty() => {
+            Ok((directory.to_string(), name.to_string()))
+        }
+        _ => Err(Error::InvalidValue(format!("'{text}' must be <directory>/<name>, e.g. acme/okta-main"))),
+    }
+}
+
+/// Reads a `--config` file: the contract's JSON, with `*_file` secrets read relative to it.
+fn read_connection_file(path: &std::path::Path, name: &str) -> Result<crate::sync::connection::Connection> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidValue(format!("cannot read {}: {e}", path.display())))?;
+    let mut body: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidValue(format!("{} is not JSON: {e}", path.display())))?;
+    match body.get("name").and_then(serde_json::Value::as_str) {
+        Some(given) if given != name => {
+            return Err(Error::InvalidValue(format!(
+                "connection 'name': the file says '{given}' but the command names '{name}'"
+            )))
+        }
+        _ => {}
+    }
+    if let serde_json::Value::Object(fields) = &mut body {
+        fields.insert("name".into(), serde_json::Value::String(name.to_string()));
+    }
+    let mut parsed = crate::sync::connection::parse(body)?;
+    parsed.read_secret_files(path.parent().unwrap_or(std::path::Path::new(".")))?;
+    Ok(parsed)
+}
+
+fn connection_command(store: &Store, config: &Config, command: ConnectionCommand) -> Result<()> {
+    use crate::store::connections;
+    let show = |record: &connections::ConnectionRecord| -> Result<String> {
+        let rotated =
+            |name: &str| record.secrets.iter().find(|s| s.name == name).map(|s| format_millis(s.rotated_at));
+        serde_json::to_string_pretty(&record.config.shown(&rotated))
+            .map_err(|e| Error::internal("showing", e))
+    };
+    match command {
+        ConnectionCommand::Create { directory, name, config: file } => {
+            let parsed = read_connection_file(&file, &name)?;
+            let key = config.secret_key()?;
+            let created = store.write_now(move |conn, _| {
+                connections::create(conn, &Actor::Cli, key.as_ref(), &directory, parsed)
+            })?;
+            println!("{}", created.id);
+            eprintln!(
+                "created connection '{}' ({}); check it with: scimd connection show <directory>/{}",
+                created.config.name,
+                created.config.kind.as_str(),
+                created.config.name
+            );
+        }
+        ConnectionCommand::Update { connection, config: file } => {
+            let (directory, name) = connection_name(&connection)?;
+            let parsed = read_connection_file(&file, &name)?;
+            let key = config.secret_key()?;
+            store.write_now(move |conn, _| {
+                let current = connections::get_by_name(conn, &directory, &name)?;
+                connections::update(conn, &Actor::Cli, key.as_ref(), &current.id, parsed)
+            })?;
+            eprintln!("updated connection {connection}");
+        }
+        ConnectionCommand::List { directory } => {
+            let all = store.read_now(move |conn, _| connections::list(conn, &directory))?;
+            println!("{:<36} {:<24} {:<6} {:<24} LAST FULL RUN", "ID", "NAME", "KIND", "UPDATED");
+            for c in all {
+                let last_full = c.last_full_at.map_or_else(|| "never".to_string(), format_millis);
+                println!(
+                    "{:<36} {:<24} {:<6} {:<24} {last_full}",
+                    c.id,
+                    c.config.name,
+                    c.config.kind.as_str(),
+                    format_millis(c.updated_at)
+                );
+            }
+        }
+        ConnectionCommand::Show { connection } => {
+            let (directory, name) = connection_name(&connection)?;
+            let found = store.read_now(move |conn, _| connections::get_by_name(conn, &directory, &name))?;
+            println!("{}", show(&found)?);
+        }
+        ConnectionCommand::Delete { connection } => {
+            let (directory, name) = connection_name(&connection)?;
+            store.write_now(move |conn, _| {
+                let current = connections::get_by_name(conn, &directory, &name)?;
+                connections::delete(conn, &Actor::Cli, &current.id)
+            })?;
+            eprintln!("deleted connection {connection}; the records it imported stay in the directory");
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use clap::Parser;
 
 use scimd::cli::{self, Cli};
 use scimd::config::Config;
+use scimd::error::Error;
 use scimd::telemetry;
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +24,11 @@ fn main() -> std::process::ExitCode {
     }
     match cli::run(cli, config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Bad input from the operator (a value, a config file) exits 2, like a usage error.
+        Err(error @ (Error::InvalidValue(_) | Error::InvalidSyntax(_))) => {
+            eprintln!("scimd: {error}");
+            std::process::ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("scimd: {error}");
             std::process::ExitCode::FAILURE

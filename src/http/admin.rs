@@ -16,9 +16,11 @@ use crate::cli::{parse_duration_millis, token_status};
 use crate::error::Error;
 use crate::scim::index::format_millis;
 use crate::store::audit::{self, Actor, AuditQuery, Cursor, ResourceType};
+use crate::store::connections::ConnectionRecord;
 use crate::store::directories::{validate_slug, DeletionPolicy, Directory, Settings};
 use crate::store::keys::KeyInfo;
 use crate::store::now_millis;
+use crate::sync::connection;
 
 type AdminResult = Result<HttpResponse, AdminError>;
 
@@ -56,6 +58,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     .route(web::get().to(get_key))
                     .route(web::delete().to(revoke_key))
                     .default_service(only("GET, DELETE")),
+            )
+            .service(
+                web::resource("/directories/{slug}/connections")
+                    .route(web::get().to(list_connections))
+                    .route(web::post().to(create_connection))
+                    .default_service(only("GET, POST")),
+            )
+            .service(
+                web::resource("/connections/{id}")
+                    .route(web::get().to(get_connection))
+                    .route(web::put().to(update_connection))
+                    .route(web::delete().to(delete_connection))
+                    .default_service(only("GET, PUT, DELETE")),
             )
             .service(web::resource("/audit").route(web::get().to(audit_log)).default_service(only("GET")))
             .default_service(web::to(not_found)),
@@ -346,6 +361,70 @@ async fn get_key(state: web::Data<AppState>, _: AdminToken, id: web::Path<String
 async fn revoke_key(state: web::Data<AppState>, admin: AdminToken, id: web::Path<String>) -> AdminResult {
     let key = state.store.revoke_key(Actor::AdminToken(admin.0), id.into_inner()).await?;
     Ok(ok(StatusCode::OK, key_json(&key)))
+}
+
+/// A connection as shown: the contract's JSON with each secret as `{"set", "rotated_at"}`, plus
+/// its id and times.
+fn connection_json(record: &ConnectionRecord) -> Value {
+    let rotated =
+        |name: &str| record.secrets.iter().find(|s| s.name == name).map(|s| format_millis(s.rotated_at));
+    let mut shown = record.config.shown(&rotated);
+    if let Value::Object(fields) = &mut shown {
+        fields.insert("id".into(), json!(record.id));
+        fields.insert("directory_id".into(), json!(record.directory_id));
+        fields.insert("created_at".into(), json!(format_millis(record.created_at)));
+        fields.insert("updated_at".into(), json!(format_millis(record.updated_at)));
+        fields.insert("last_full_at".into(), time(record.last_full_at));
+    }
+    shown
+}
+
+async fn create_connection(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    slug: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let config = connection::parse(body.0)?;
+    let created = state
+        .store
+        .create_connection(Actor::AdminToken(admin.0), state.secret_key.clone(), slug.into_inner(), config)
+        .await?;
+    Ok(ok(StatusCode::CREATED, connection_json(&created)))
+}
+
+async fn list_connections(state: web::Data<AppState>, _: AdminToken, slug: web::Path<String>) -> AdminResult {
+    let all = state.store.list_connections(slug.into_inner()).await?;
+    let items: Vec<Value> = all.iter().map(connection_json).collect();
+    Ok(ok(StatusCode::OK, json!({ "items": items, "next": null })))
+}
+
+async fn get_connection(state: web::Data<AppState>, _: AdminToken, id: web::Path<String>) -> AdminResult {
+    let found = state.store.get_connection(id.into_inner()).await?;
+    Ok(ok(StatusCode::OK, connection_json(&found)))
+}
+
+async fn update_connection(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    id: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let config = connection::parse(body.0)?;
+    let updated = state
+        .store
+        .update_connection(Actor::AdminToken(admin.0), state.secret_key.clone(), id.into_inner(), config)
+        .await?;
+    Ok(ok(StatusCode::OK, connection_json(&updated)))
+}
+
+async fn delete_connection(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    id: web::Path<String>,
+) -> AdminResult {
+    state.store.delete_connection(Actor::AdminToken(admin.0), id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 fn parse_time(name: &str, value: &str) -> Result<i64, Error> {

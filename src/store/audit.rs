@@ -59,16 +59,19 @@ pub enum ResourceType {
     Directory,
     Key,
     AdminToken,
+    /// A pull-sync connection (its configuration; never its secrets).
+    Connection,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 6] = [
+    pub const ALL: [ResourceType; 7] = [
         ResourceType::User,
         ResourceType::Group,
         ResourceType::Membership,
         ResourceType::Directory,
         ResourceType::Key,
         ResourceType::AdminToken,
+        ResourceType::Connection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +82,7 @@ impl ResourceType {
             ResourceType::Directory => "directory",
             ResourceType::Key => "key",
             ResourceType::AdminToken => "admin_token",
+            ResourceType::Connection => "connection",
         }
     }
 

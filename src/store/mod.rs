@@ -7,6 +7,7 @@
 pub mod admin_tokens;
 pub mod audit;
 pub mod conn;
+pub mod connections;
 pub mod directories;
 pub mod filter_sql;
 pub mod groups;

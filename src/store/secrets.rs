@@ -94,6 +94,12 @@ pub fn statuses(conn: &mut DbConn, owner: &str) -> Result<Vec<SecretStatus>> {
         .collect())
 }
 
+/// Removes one secret of `owner`.
+pub fn delete(conn: &mut DbConn, owner: &str, name: &str) -> Result<usize> {
+    Ok(diesel::delete(secrets::table.filter(secrets::owner.eq(owner)).filter(secrets::name.eq(name)))
+        .execute(conn)?)
+}
+
 /// Removes every secret of `owner`.
 pub fn forget(conn: &mut DbConn, owner: &str) -> Result<usize> {
     Ok(diesel::delete(secrets::table.filter(secrets::owner.eq(owner))).execute(conn)?)

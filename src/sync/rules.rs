@@ -153,10 +153,13 @@ mod tests {
         let off = GroupRef { id: "00g2", name: "offboarding" };
         let allowed = domains(&["eng-all"]);
         let denied = domains(&["00g2"]);
-        assert!(user_active(true, &[eng.clone()], &allowed, &denied));
+        assert!(user_active(true, std::slice::from_ref(&eng), &allowed, &denied));
         assert!(!user_active(true, &[], &allowed, &denied), "not in the allow-list");
         assert!(!user_active(true, &[eng.clone(), off.clone()], &allowed, &denied), "deny wins");
-        assert!(!user_active(false, &[eng.clone()], &allowed, &denied), "the source says inactive");
+        assert!(
+            !user_active(false, std::slice::from_ref(&eng), &allowed, &denied),
+            "the source says inactive"
+        );
         assert!(user_active(true, &[], &[], &[]), "no lists: the source decides");
         assert_eq!(unknown_group_names(&domains(&["eng-all", "ghosts"]), &[eng, off]), ["ghosts"]);
     }

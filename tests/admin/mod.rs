@@ -2,6 +2,7 @@
 //! states, rate limits and secrets at rest.
 
 mod audit;
+mod connections;
 mod directories;
 mod keys;
 mod limits;

@@ -88,7 +88,7 @@ fn operator_mistakes_get_clear_messages() {
         assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
     }
     let output = scimd(dir.path())
-        .args(["--database-url", &db, "--config", "missing.toml", "directory", "list"])
+        .args(["--database-url", &db, "--config-file", "missing.toml", "directory", "list"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml does not exist"));
@@ -99,7 +99,7 @@ fn settings_layer_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("scimd.toml"), "database_url = \"sqlite://from-file.db\"\n").unwrap();
     let with_file = |command: &mut Command| {
-        command.args(["--config", "scimd.toml", "directory", "list"]);
+        command.args(["--config-file", "scimd.toml", "directory", "list"]);
     };
     let mut command = scimd(dir.path());
     with_file(&mut command);
@@ -349,4 +349,61 @@ fn serve_refuses_to_start_with_stored_secrets_and_no_key_or_the_wrong_key() {
         assert!(Instant::now() < deadline, "scimd serve did not start with the right key");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn connections_are_managed_from_config_files_with_secret_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("conn.db").display());
+    let key = stdout(&run(scimd(dir.path()).args(["secret-key", "generate"]))).trim().to_string();
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    std::fs::write(dir.path().join("okta-token"), "00SecretFromAFile\n").unwrap();
+    std::fs::write(
+        dir.path().join("okta.json"),
+        r#"{"name": "okta-main", "kind": "okta",
+            "okta": {"org_url": "https://acme.okta.com", "auth": {"method": "api_token", "token_file": "okta-token"}},
+            "rules": {"group_prefixes": ["eng-"]}}"#,
+    )
+    .unwrap();
+    let with_key = |command: &mut Command| {
+        command.env("SCIMD_SECRET_KEY", &key).args(["--database-url", &db]);
+    };
+    let mut create = scimd(dir.path());
+    with_key(&mut create);
+    create.args(["connection", "create", "acme", "okta-main", "--config", "okta.json"]);
+    run(&mut create);
+
+    let mut show = scimd(dir.path());
+    with_key(&mut show);
+    let shown = stdout(&run(show.args(["connection", "show", "acme/okta-main"])));
+    assert!(!shown.contains("00SecretFromAFile"), "{shown}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["okta"]["auth"]["token"]["set"], true);
+    assert_eq!(shown["rules"]["group_prefixes"], serde_json::json!(["eng-"]));
+
+    // A bad config exits 2 and names the key.
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"{"kind": "okta", "okta": {"org_url": "https://acme.okta.com", "auth": {"method": "api_token", "token": "x"}},
+            "rules": {"username_source": "nickname"}}"#,
+    )
+    .unwrap();
+    let mut bad = scimd(dir.path());
+    with_key(&mut bad);
+    let output =
+        bad.args(["connection", "create", "acme", "second", "--config", "bad.json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rules.username_source"));
+
+    let mut list = scimd(dir.path());
+    with_key(&mut list);
+    let listed = stdout(&run(list.args(["connection", "list", "acme"])));
+    assert!(listed.contains("okta-main") && !listed.contains("second"), "{listed}");
+
+    let mut delete = scimd(dir.path());
+    with_key(&mut delete);
+    run(delete.args(["connection", "delete", "acme/okta-main"]));
+    let mut list = scimd(dir.path());
+    with_key(&mut list);
+    assert!(!stdout(&run(list.args(["connection", "list", "acme"]))).contains("okta-main"));
 }

@@ -111,6 +111,8 @@ impl TestServer {
         config.database.pool_size = 4;
         // Tests send requests back to back with one key; the rate-limit tests turn it on.
         config.rate_limit.requests_per_second = 0;
+        // A server that can seal importer credentials, as a production one would be set up.
+        config.secret_key = scimd::config::Secret(scimd::encryption::SecretKey::generate_hex());
         adjust(&mut config);
         let store = app::open_store(&config).unwrap();
         store.migrate().unwrap();
