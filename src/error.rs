@@ -66,6 +66,9 @@ pub enum Error {
     /// 503: the database is unreachable or the pool is exhausted; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// 502: a source directory (Okta, Graph) failed or refused; the detail names the remedy.
+    #[error("{0}")]
+    Upstream(String),
     /// Misconfiguration found at start-up or by the CLI; printed to the operator as is.
     #[error("{0}")]
     Config(String),

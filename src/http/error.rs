@@ -32,6 +32,7 @@ fn classify(error: &Error) -> (StatusCode, Option<&'static str>) {
         Error::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
         Error::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, None),
         Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        Error::Upstream(_) => (StatusCode::BAD_GATEWAY, None),
         Error::Config(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
     }
 }
@@ -46,6 +47,8 @@ fn client_detail(error: &Error, status: StatusCode) -> String {
             Error::Unavailable(_) => {
                 format!("the service is temporarily unavailable; retry later (request id {request_id})")
             }
+            // About the source directory, not scimd's insides: the admin needs the remedy.
+            Error::Upstream(detail) => format!("{detail} (request id {request_id})"),
             _ => format!("internal error; quote request id {request_id} to the operator"),
         }
     } else {

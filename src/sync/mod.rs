@@ -2,4 +2,5 @@
 //! through the same repository as the SCIM handlers. `connection` and `rules` are pure.
 
 pub mod connection;
+pub mod okta;
 pub mod rules;
