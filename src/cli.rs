@@ -58,6 +58,35 @@ pub enum Command {
     /// Manage pull-sync connections (an Okta org or Entra tenant feeding a directory).
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Run a connection's sync now, or show run history.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Run a sync in the foreground (progress on stderr). Exit 0 succeeded or dry run, 3 braked, 1 failed.
+    Run {
+        /// <directory>/<name>
+        connection: String,
+        /// Read everything (the only way deletions are seen). The first run is always full.
+        #[arg(long)]
+        full: bool,
+        /// Show the plan without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply a plan the deactivation brake stopped.
+        #[arg(long)]
+        confirm: bool,
+        /// Print the run's report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run history: of every connection, of a directory's, or of one <directory>/<name>.
+    Status {
+        /// <directory> or <directory>/<name>
+        scope: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,8 +258,18 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
     Config::load(&cli.config, explicit, &Overrides { database_url: cli.database_url.clone(), bind })
 }
 
-pub fn run(cli: Cli, config: Config) -> Result<()> {
+/// Runs a command; the exit code is 0 unless the command says otherwise (`sync run`).
+pub fn run(cli: Cli, config: Config) -> Result<std::process::ExitCode> {
+    if let Command::Sync(command) = cli.command {
+        let store = migrated_store(&config)?;
+        return sync_command(&store, &config, command);
+    }
+    run_other(cli, config).map(|()| std::process::ExitCode::SUCCESS)
+}
+
+fn run_other(cli: Cli, config: Config) -> Result<()> {
     match cli.command {
+        Command::Sync(_) => Ok(()),
         Command::Serve(_) => serve(config),
         Command::Migrate => {
             let store = app::open_store(&config)?;
@@ -515,6 +554,102 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
         }
     }
     Ok(())
+}
+
+fn sync_command(store: &Store, config: &Config, command: SyncCommand) -> Result<std::process::ExitCode> {
+    use crate::store::{connections, sync_runs};
+    match command {
+        SyncCommand::Run { connection, full, dry_run, confirm, json } => {
+            let (directory, name) = connection_name(&connection)?;
+            let record = store.read_now(move |conn, _| connections::get_by_name(conn, &directory, &name))?;
+            let key = config.secret_key()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::internal("starting the runtime", e))?;
+            let request = crate::sync::engine::RunRequest { full, dry_run, confirm, trigger: "cli" };
+            let progress = |line: &str| eprintln!("{line}");
+            let report = runtime.block_on(crate::sync::engine::run(
+                store,
+                key.as_ref(),
+                &record,
+                request,
+                &progress,
+            ))?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                let c = &report.counts;
+                eprintln!(
+                    "run {} {} ({}): users +{} ~{} -{} ↑{} ={}; groups +{} ~{} stale {} ={}; members +{} -{}; {} conflict(s)",
+                    report.run_id, report.status, report.mode, c.users_created, c.users_updated, c.users_deactivated,
+                    c.users_reactivated, c.users_unchanged, c.groups_created, c.groups_updated, c.groups_stale,
+                    c.groups_unchanged, c.members_added, c.members_removed, report.conflicts.len()
+                );
+                for warning in &report.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                if let Some(error) = &report.error {
+                    eprintln!("error: {error}");
+                }
+            }
+            Ok(std::process::ExitCode::from(match report.status {
+                "succeeded" | "dry_run" => 0,
+                "braked" => 3,
+                _ => 1,
+            }))
+        }
+        SyncCommand::Status { scope } => {
+            let runs = store.read_now(move |conn, _| {
+                let targets = match scope.as_deref().map(|s| s.split_once('/')) {
+                    None => {
+                        let mut all = Vec::new();
+                        for d in directories::list(conn)? {
+                            all.extend(connections::list(conn, &d.slug)?);
+                        }
+                        all
+                    }
+                    Some(None) => connections::list(conn, scope.as_deref().unwrap_or_default())?,
+                    Some(Some((directory, name))) => vec![connections::get_by_name(conn, directory, name)?],
+                };
+                let mut runs = Vec::new();
+                for target in targets {
+                    for run in sync_runs::list(conn, &target.id, 20)? {
+                        runs.push((target.config.name.clone(), run));
+                    }
+                }
+                Ok(runs)
+            })?;
+            println!(
+                "{:<20} {:<36} {:<9} {:<6} {:<10} {:<24} SUMMARY",
+                "CONNECTION", "RUN", "TRIGGER", "MODE", "STATUS", "STARTED"
+            );
+            for (name, run) in runs {
+                let report: serde_json::Value = serde_json::from_str(&run.report).unwrap_or_default();
+                let count =
+                    |path: &str| report.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let warnings =
+                    report.get("warnings").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+                let error = report.get("error").and_then(serde_json::Value::as_str);
+                let summary = format!(
+                    "users {} created, {} deactivated; {warnings} warning(s){}",
+                    count("/users/created"),
+                    count("/users/deactivated"),
+                    error.map(|e| format!("; error: {e}")).unwrap_or_default()
+                );
+                println!(
+                    "{:<20} {:<36} {:<9} {:<6} {:<10} {:<24} {summary}",
+                    name,
+                    run.id,
+                    run.trigger,
+                    run.mode,
+                    run.status,
+                    format_millis(run.started_at)
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// On a database with no directory: create 'default' and print its first key, once.

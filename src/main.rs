@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
         tracing::warn!(variable = %name, "ignoring an environment variable that matches no configuration key");
     }
     match cli::run(cli, config) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         // Bad input from the operator (a value, a config file) exits 2, like a usage error.
         Err(error @ (Error::InvalidValue(_) | Error::InvalidSyntax(_))) => {
             eprintln!("scimd: {error}");

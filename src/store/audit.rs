@@ -20,8 +20,8 @@ pub enum Actor {
     Key(KeyId),
     /// An administrator, by the admin token used on `/admin/v1`.
     AdminToken(AdminTokenId),
-    /// An importer run (pull sync), by run id.
-    Importer(String),
+    /// An importer run (pull sync): recorded by run id; the connection decides what it may change.
+    Importer { connection: String, run: String },
     /// An operator at the `scimd` command line on the server's host.
     Cli,
     /// scimd itself: the first-start bootstrap, retention.
@@ -33,7 +33,7 @@ impl Actor {
         match self {
             Actor::Key(_) => "key",
             Actor::AdminToken(_) => "admin_token",
-            Actor::Importer(_) => "importer",
+            Actor::Importer { .. } => "importer",
             Actor::Cli => "cli",
             Actor::System => "system",
         }
@@ -43,7 +43,7 @@ impl Actor {
         match self {
             Actor::Key(id) => Some(id.as_str()),
             Actor::AdminToken(id) => Some(id.as_str()),
-            Actor::Importer(run) => Some(run),
+            Actor::Importer { run, .. } => Some(run),
             Actor::Cli | Actor::System => None,
         }
     }

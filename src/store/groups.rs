@@ -263,6 +263,7 @@ pub fn modify(
     let row = find_row(conn, directory, id)?.ok_or_else(|| not_found(id))?;
     let current = record(row, None)?;
     check_version(&current.meta, if_match)?;
+    check_owner(conn, actor, id)?;
     let resource = change(&current.resource)?;
     let members_changed = apply_member_changes(conn, directory, id, changes)?;
     if members_changed {
@@ -302,10 +303,50 @@ pub fn delete(
     let row = find_row(conn, directory, id)?.ok_or_else(|| not_found(id))?;
     let current = record(row, None)?;
     check_version(&current.meta, if_match)?;
+    check_owner(conn, actor, id)?;
     audit::record(conn, actor, group_change(directory, id, ResourceType::Group, "delete", json!({})))?;
     diesel::delete(group_members::table.filter(group_members::group_id.eq(id))).execute(conn)?;
     diesel::delete(groups::table.filter(groups::id.eq(id))).execute(conn)?;
     Ok(())
+}
+
+/// Rule 7 of the pull-sync contract, as for users: an imported group is its connection's.
+fn check_owner(conn: &mut DbConn, actor: &Actor, id: &str) -> Result<()> {
+    let owner: Option<String> = groups::table.find(id).select(groups::source_connection).first(conn)?;
+    let Some(owner) = owner else { return Ok(()) };
+    match actor {
+        Actor::Importer { connection, .. } if *connection == owner => Ok(()),
+        Actor::Cli | Actor::System => Ok(()),
+        _ => Err(Error::Conflict(format!(
+            "this group is imported by a pull-sync connection ({owner}) and changes only there"
+        ))),
+    }
+}
+
+/// The group a connection imported from `source_id`, if any.
+pub fn find_owned(conn: &mut DbConn, connection_id: &str, source_id: &str) -> Result<Option<String>> {
+    Ok(groups::table
+        .filter(groups::source_connection.eq(connection_id))
+        .filter(groups::source_id.eq(source_id))
+        .select(groups::id)
+        .first(conn)
+        .optional()?)
+}
+
+/// Marks a group as the connection's, with its id in the source.
+pub fn claim(conn: &mut DbConn, id: &str, connection_id: &str, source_id: &str) -> Result<()> {
+    diesel::update(groups::table.find(id))
+        .set((groups::source_connection.eq(connection_id), groups::source_id.eq(source_id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The source ids of every group the connection owns.
+pub fn owned_source_ids(conn: &mut DbConn, connection_id: &str) -> Result<Vec<String>> {
+    Ok(groups::table
+        .filter(groups::source_connection.eq(connection_id))
+        .select(groups::source_id.assume_not_null())
+        .load(conn)?)
 }
 
 fn group_change<'a>(

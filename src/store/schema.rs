@@ -140,6 +140,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    sync_stage_users (run_id, source_id) {
+        run_id -> Text,
+        source_id -> Text,
+        user_id -> Text,
+        user_name_folded -> Nullable<Text>,
+        created -> Text,
+        data -> Text,
+    }
+}
+
+diesel::table! {
+    sync_stage_groups (run_id, source_id) {
+        run_id -> Text,
+        source_id -> Text,
+        name -> Text,
+        group_type -> Text,
+    }
+}
+
+diesel::table! {
+    sync_stage_members (run_id, group_source_id, user_source_id) {
+        run_id -> Text,
+        group_source_id -> Text,
+        user_source_id -> Text,
+    }
+}
+
+diesel::table! {
     group_members (group_id, user_id) {
         directory_id -> Text,
         group_id -> Text,
@@ -163,6 +191,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     secrets,
     connections,
     sync_runs,
+    sync_stage_users,
+    sync_stage_groups,
+    sync_stage_members,
     users,
     user_values,
     groups,

@@ -330,11 +330,24 @@ pub fn insert(
     registry: &Registry,
     directory: &DirectoryId,
     actor: &Actor,
+    resource: Stored,
+) -> Result<UserRecord> {
+    insert_with_id(conn, registry, directory, actor, UserId::generate(), resource)
+}
+
+/// [`insert`] with an id chosen by the caller: an importer knows a user's id before it writes
+/// it, so that reports can name their manager whatever order they arrive in.
+pub fn insert_with_id(
+    conn: &mut DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    actor: &Actor,
+    id: UserId,
     mut resource: Stored,
 ) -> Result<UserRecord> {
     resource.entry("active").or_insert(Value::Bool(true));
     let now = now_millis();
-    let meta = Meta { id: UserId::generate().0, created_at: now, modified_at: now, version: 1 };
+    let meta = Meta { id: id.0, created_at: now, modified_at: now, version: 1 };
     let manager_id = resolve_manager(conn, directory, &meta.id, &resource)?;
     let row = row_for(directory, &meta, &resource, manager_id.clone())?;
     diesel::insert_into(users::table)
@@ -392,6 +405,7 @@ pub fn modify(
 ) -> Result<UserRecord> {
     let current = get(conn, directory, id)?;
     check_version(&current.meta, if_match)?;
+    check_owner(conn, actor, id)?;
     let resource = change(&current.resource)?;
     if resource == current.resource {
         return Ok(current);
@@ -455,6 +469,7 @@ pub fn delete(
     // The row alone: a deleted user's groups and manager are not worth reading.
     let current = record(find_live_row(conn, directory, id)?.ok_or_else(|| not_found(id))?)?;
     check_version(&current.meta, if_match)?;
+    check_owner(conn, actor, id)?;
     let policy = directories::deletion_policy(conn, directory)?;
     let operation = match policy {
         DeletionPolicy::Delete => "delete",
@@ -485,6 +500,28 @@ pub fn delete(
         }
     }
     Ok(())
+}
+
+/// Rule 7 of the pull-sync contract: a user imported by a connection is that connection's to
+/// change. SCIM push gets a 409 that names the owner; another connection is refused alike.
+fn check_owner(conn: &mut DbConn, actor: &Actor, id: &str) -> Result<()> {
+    let owner: Option<String> = users::table.find(id).select(users::source_connection).first(conn)?;
+    let Some(owner) = owner else { return Ok(()) };
+    match actor {
+        Actor::Importer { connection, .. } if *connection == owner => Ok(()),
+        Actor::Cli | Actor::System => Ok(()),
+        _ => {
+            let name: Option<String> = super::schema::connections::table
+                .find(&owner)
+                .select(super::schema::connections::name)
+                .first(conn)
+                .optional()?;
+            Err(Error::Conflict(format!(
+                "this user is imported by the connection '{}' and changes only there (pull sync owns it)",
+                name.unwrap_or(owner)
+            )))
+        }
+    }
 }
 
 fn user_change<'a>(

@@ -2,5 +2,7 @@
 //! through the same repository as the SCIM handlers. `connection` and `rules` are pure.
 
 pub mod connection;
+pub mod engine;
 pub mod okta;
+pub mod plan;
 pub mod rules;

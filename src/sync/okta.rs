@@ -15,7 +15,7 @@ use crate::scim::schema::ENTERPRISE_USER_SCHEMA;
 
 /// An Okta user as the importer needs it: the SCIM resource it maps to and the facts the rules
 /// decide on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MappedUser {
     pub source_id: String,
     pub status: String,

@@ -1,0 +1,3 @@
+DROP TABLE sync_stage_members;
+DROP TABLE sync_stage_groups;
+DROP TABLE sync_stage_users;

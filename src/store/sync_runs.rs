@@ -1,0 +1,417 @@
+//! Sync runs: their history, and the staging of what a run read from its source. The engine
+//! (`sync::engine`) stages pages as they arrive, then plans and applies from the stage in
+//! batches, so a run's memory does not grow with the directory.
+
+use std::collections::{BTreeSet, HashMap};
+
+use diesel::prelude::*;
+use serde_json::Value;
+
+use super::schema::{connections, sync_runs, sync_stage_groups, sync_stage_members, sync_stage_users, users};
+use super::{now_millis, DbConn};
+use crate::error::{Error, Result};
+use crate::ids::UserId;
+use crate::scim::index::fold;
+use crate::sync::okta::MappedUser;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sync_runs)]
+pub struct RunRow {
+    pub id: String,
+    pub connection_id: String,
+    pub trigger: String,
+    pub mode: String,
+    pub dry_run: bool,
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub report: String,
+}
+
+pub fn start(
+    conn: &mut DbConn,
+    connection_id: &str,
+    trigger: &str,
+    mode: &str,
+    dry_run: bool,
+) -> Result<String> {
+    let row = RunRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        connection_id: connection_id.to_string(),
+        trigger: trigger.to_string(),
+        mode: mode.to_string(),
+        dry_run,
+        status: "running".into(),
+        started_at: now_millis(),
+        finished_at: None,
+        report: "{}".into(),
+    };
+    diesel::insert_into(sync_runs::table).values(&row).execute(conn)?;
+    Ok(row.id)
+}
+
+/// Ends a run with its report; the stage is dropped. A successful full run moves the
+/// connection's `last_full_at`.
+pub fn finish(
+    conn: &mut DbConn,
+    run_id: &str,
+    status: &str,
+    report: &Value,
+    full_succeeded: bool,
+) -> Result<()> {
+    let now = now_millis();
+    diesel::update(sync_runs::table.find(run_id))
+        .set((
+            sync_runs::status.eq(status),
+            sync_runs::finished_at.eq(now),
+            sync_runs::report.eq(report.to_string()),
+        ))
+        .execute(conn)?;
+    if full_succeeded {
+        let connection: String =
+            sync_runs::table.find(run_id).select(sync_runs::connection_id).first(conn)?;
+        diesel::update(connections::table.find(connection))
+            .set(connections::last_full_at.eq(now))
+            .execute(conn)?;
+    }
+    clear_stage(conn, run_id)
+}
+
+pub fn clear_stage(conn: &mut DbConn, run_id: &str) -> Result<()> {
+    diesel::delete(sync_stage_members::table.filter(sync_stage_members::run_id.eq(run_id))).execute(conn)?;
+    diesel::delete(sync_stage_groups::table.filter(sync_stage_groups::run_id.eq(run_id))).execute(conn)?;
+    diesel::delete(sync_stage_users::table.filter(sync_stage_users::run_id.eq(run_id))).execute(conn)?;
+    Ok(())
+}
+
+/// The runs of a connection, newest first.
+pub fn list(conn: &mut DbConn, connection_id: &str, limit: i64) -> Result<Vec<RunRow>> {
+    Ok(sync_runs::table
+        .filter(sync_runs::connection_id.eq(connection_id))
+        .order((sync_runs::started_at.desc(), sync_runs::id.desc()))
+        .limit(limit)
+        .select(RunRow::as_select())
+        .load(conn)?)
+}
+
+/// Whether any run of the connection has succeeded (the first run is always full).
+pub fn has_succeeded(conn: &mut DbConn, connection_id: &str) -> Result<bool> {
+    let n: i64 = sync_runs::table
+        .filter(sync_runs::connection_id.eq(connection_id))
+        .filter(sync_runs::status.eq("succeeded"))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}
+
+/// The scimd ids of the users a connection owns, by source id.
+pub fn owned_ids(
+    conn: &mut DbConn,
+    connection_id: &str,
+    source_ids: &[&str],
+) -> Result<HashMap<String, String>> {
+    let mut owned = HashMap::new();
+    for chunk in source_ids.chunks(500) {
+        let rows: Vec<(Option<String>, String)> = users::table
+            .filter(users::source_connection.eq(connection_id))
+            .filter(users::source_id.eq_any(chunk))
+            .select((users::source_id, users::id))
+            .load(conn)?;
+        owned.extend(rows.into_iter().filter_map(|(source, id)| Some((source?, id))));
+    }
+    Ok(owned)
+}
+
+/// Stages a page of users, each with the scimd id it has or will get.
+pub fn stage_users(conn: &mut DbConn, run_id: &str, connection_id: &str, page: &[MappedUser]) -> Result<()> {
+    let ids: Vec<&str> = page.iter().map(|u| u.source_id.as_str()).collect();
+    let owned = owned_ids(conn, connection_id, &ids)?;
+    for user in page {
+        let user_id = owned.get(&user.source_id).cloned().unwrap_or_else(|| UserId::generate().0);
+        let data = serde_json::to_string(user).map_err(|e| Error::internal("staging a user", e))?;
+        diesel::insert_into(sync_stage_users::table)
+            .values((
+                sync_stage_users::run_id.eq(run_id),
+                sync_stage_users::source_id.eq(&user.source_id),
+                sync_stage_users::user_id.eq(user_id),
+                sync_stage_users::user_name_folded.eq(user.user_name.as_deref().map(fold)),
+                sync_stage_users::created.eq(&user.created),
+                sync_stage_users::data.eq(data),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// A staged group as the source describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedGroup {
+    pub source_id: String,
+    pub name: String,
+    pub group_type: String,
+}
+
+pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Result<()> {
+    for group in page {
+        diesel::insert_into(sync_stage_groups::table)
+            .values((
+                sync_stage_groups::run_id.eq(run_id),
+                sync_stage_groups::source_id.eq(&group.source_id),
+                sync_stage_groups::name.eq(&group.name),
+                sync_stage_groups::group_type.eq(&group.group_type),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn stage_members(
+    conn: &mut DbConn,
+    run_id: &str,
+    group_source_id: &str,
+    user_source_ids: &[String],
+) -> Result<()> {
+    for user in user_source_ids {
+        diesel::insert_into(sync_stage_members::table)
+            .values((
+                sync_stage_members::run_id.eq(run_id),
+                sync_stage_members::group_source_id.eq(group_source_id),
+                sync_stage_members::user_source_id.eq(user),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn staged_groups(conn: &mut DbConn, run_id: &str) -> Result<Vec<StagedGroup>> {
+    Ok(sync_stage_groups::table
+        .filter(sync_stage_groups::run_id.eq(run_id))
+        .order(sync_stage_groups::source_id.asc())
+        .select((sync_stage_groups::source_id, sync_stage_groups::name, sync_stage_groups::group_type))
+        .load::<(String, String, String)>(conn)?
+        .into_iter()
+        .map(|(source_id, name, group_type)| StagedGroup { source_id, name, group_type })
+        .collect())
+}
+
+/// A staged user with the scimd id it has or will get.
+#[derive(Debug, Clone)]
+pub struct StagedUser {
+    pub user_id: String,
+    pub user: MappedUser,
+}
+
+/// The next batch of staged users after `after` (a source id), in source-id order.
+pub fn staged_users(
+    conn: &mut DbConn,
+    run_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StagedUser>> {
+    let mut query = sync_stage_users::table.filter(sync_stage_users::run_id.eq(run_id)).into_boxed();
+    if let Some(after) = after {
+        query = query.filter(sync_stage_users::source_id.gt(after));
+    }
+    let rows: Vec<(String, String)> = query
+        .order(sync_stage_users::source_id.asc())
+        .limit(limit)
+        .select((sync_stage_users::user_id, sync_stage_users::data))
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(user_id, data)| {
+            let user = serde_json::from_str(&data).map_err(|e| Error::internal("a staged user", e))?;
+            Ok(StagedUser { user_id, user })
+        })
+        .collect()
+}
+
+/// The staged groups each of `user_source_ids` is a member of, as (group source id, name).
+pub fn groups_of(
+    conn: &mut DbConn,
+    run_id: &str,
+    user_source_ids: &[&str],
+) -> Result<HashMap<String, Vec<(String, String)>>> {
+    let rows: Vec<(String, String, String)> = sync_stage_members::table
+        .inner_join(
+            sync_stage_groups::table.on(sync_stage_groups::run_id
+                .eq(sync_stage_members::run_id)
+                .and(sync_stage_groups::source_id.eq(sync_stage_members::group_source_id))),
+        )
+        .filter(sync_stage_members::run_id.eq(run_id))
+        .filter(sync_stage_members::user_source_id.eq_any(user_source_ids))
+        .select((sync_stage_members::user_source_id, sync_stage_groups::source_id, sync_stage_groups::name))
+        .load(conn)?;
+    let mut by_user: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for (user, group, name) in rows {
+        by_user.entry(user).or_default().push((group, name));
+    }
+    Ok(by_user)
+}
+
+/// Staged users who lose a userName collision among themselves (rule 4: the oldest by
+/// `created`, then id, keeps it), with the source id of the one who keeps it.
+pub fn collision_losers(conn: &mut DbConn, run_id: &str) -> Result<HashMap<String, String>> {
+    let shared: Vec<String> = sync_stage_users::table
+        .filter(sync_stage_users::run_id.eq(run_id))
+        .filter(sync_stage_users::user_name_folded.is_not_null())
+        .group_by(sync_stage_users::user_name_folded)
+        .having(diesel::dsl::count_star().gt(1))
+        .select(sync_stage_users::user_name_folded.assume_not_null())
+        .load(conn)?;
+    let mut losers = HashMap::new();
+    for chunk in shared.chunks(500) {
+        let mut rows: Vec<(Option<String>, String, String)> = sync_stage_users::table
+            .filter(sync_stage_users::run_id.eq(run_id))
+            .filter(sync_stage_users::user_name_folded.eq_any(chunk))
+            .select((
+                sync_stage_users::user_name_folded,
+                sync_stage_users::created,
+                sync_stage_users::source_id,
+            ))
+            .load(conn)?;
+        rows.sort();
+        let mut winner_of: HashMap<Option<String>, String> = HashMap::new();
+        for (name, _, source_id) in rows {
+            match winner_of.get(&name) {
+                Some(winner) => {
+                    losers.insert(source_id, winner.clone());
+                }
+                None => {
+                    winner_of.insert(name, source_id);
+                }
+            }
+        }
+    }
+    Ok(losers)
+}
+
+/// Live users of the directory holding any of `folded` userNames, as folded name → (id,
+/// owning connection).
+pub fn name_holders(
+    conn: &mut DbConn,
+    directory_id: &str,
+    folded: &[String],
+) -> Result<HashMap<String, (String, Option<String>)>> {
+    let rows: Vec<(String, String, Option<String>)> = users::table
+        .filter(users::directory_id.eq(directory_id))
+        .filter(users::deprovisioned_at.is_null())
+        .filter(users::user_name_folded.eq_any(folded))
+        .select((users::user_name_folded, users::id, users::source_connection))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(name, id, source)| (name, (id, source))).collect())
+}
+
+/// Active users the connection owns that the run did not see (full runs: they vanished).
+pub fn vanished_active(
+    conn: &mut DbConn,
+    connection_id: &str,
+    run_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let seen = sync_stage_users::table
+        .filter(sync_stage_users::run_id.eq(run_id))
+        .select(sync_stage_users::source_id);
+    let mut query = users::table
+        .filter(users::source_connection.eq(connection_id))
+        .filter(users::deprovisioned_at.is_null())
+        .filter(users::active.eq(true))
+        .filter(users::source_id.assume_not_null().ne_all(seen))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after));
+    }
+    Ok(query.order(users::id.asc()).limit(limit).select(users::id).load(conn)?)
+}
+
+/// How many live users the connection owns are active (the brake's base).
+pub fn active_owned(conn: &mut DbConn, connection_id: &str) -> Result<i64> {
+    Ok(users::table
+        .filter(users::source_connection.eq(connection_id))
+        .filter(users::deprovisioned_at.is_null())
+        .filter(users::active.eq(true))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Marks a user as the connection's, with its id in the source.
+pub fn claim_user(conn: &mut DbConn, user_id: &str, connection_id: &str, source_id: &str) -> Result<()> {
+    diesel::update(users::table.find(user_id))
+        .set((users::source_connection.eq(connection_id), users::source_id.eq(source_id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The source ids of the members of a staged group.
+pub fn staged_member_ids(conn: &mut DbConn, run_id: &str, group_source_id: &str) -> Result<BTreeSet<String>> {
+    Ok(sync_stage_members::table
+        .filter(sync_stage_members::run_id.eq(run_id))
+        .filter(sync_stage_members::group_source_id.eq(group_source_id))
+        .select(sync_stage_members::user_source_id)
+        .load::<String>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// The scimd ids staged users have in this run, by source id.
+pub fn staged_ids(conn: &mut DbConn, run_id: &str, source_ids: &[&str]) -> Result<HashMap<String, String>> {
+    let mut ids = HashMap::new();
+    for chunk in source_ids.chunks(500) {
+        let rows: Vec<(String, String)> = sync_stage_users::table
+            .filter(sync_stage_users::run_id.eq(run_id))
+            .filter(sync_stage_users::source_id.eq_any(chunk))
+            .select((sync_stage_users::source_id, sync_stage_users::user_id))
+            .load(conn)?;
+        ids.extend(rows);
+    }
+    Ok(ids)
+}
+
+/// Creates an imported user with its planned id and marks it as the connection's, in a
+/// savepoint: a userName taken meanwhile fails this user alone.
+#[allow(clippy::too_many_arguments)] // one imported record's every part
+pub fn import_user(
+    conn: &mut DbConn,
+    registry: &crate::scim::schema::Registry,
+    directory: &crate::ids::DirectoryId,
+    actor: &super::audit::Actor,
+    user_id: &str,
+    connection_id: &str,
+    source_id: &str,
+    resource: crate::scim::resource::Stored,
+) -> Result<()> {
+    conn.transaction(|c| {
+        super::users::insert_with_id(c, registry, directory, actor, UserId(user_id.to_string()), resource)?;
+        claim_user(c, user_id, connection_id, source_id)
+    })
+}
+
+/// Replaces an imported user's attributes, in a savepoint (see [`import_user`]).
+pub fn update_imported_user(
+    conn: &mut DbConn,
+    registry: &crate::scim::schema::Registry,
+    directory: &crate::ids::DirectoryId,
+    actor: &super::audit::Actor,
+    user_id: &str,
+    resource: crate::scim::resource::Stored,
+) -> Result<()> {
+    conn.transaction(|c| {
+        super::users::modify(c, registry, directory, actor, user_id, None, move |_| Ok(resource)).map(|_| ())
+    })
+}
+
+/// Creates an imported group with its members and marks it as the connection's, in a savepoint.
+pub fn import_group(
+    conn: &mut DbConn,
+    directory: &crate::ids::DirectoryId,
+    actor: &super::audit::Actor,
+    connection_id: &str,
+    source_id: &str,
+    resource: crate::scim::resource::Stored,
+    members: BTreeSet<String>,
+) -> Result<()> {
+    conn.transaction(|c| {
+        let created = super::groups::insert(c, directory, actor, resource, members)?;
+        super::groups::claim(c, &created.meta.id, connection_id, source_id)
+    })
+}

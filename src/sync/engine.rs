@@ -1,0 +1,697 @@
+//! One sync run of a connection: read the source into the stage, plan, check the brake, apply
+//! in batches through the repository, record the run. Memory holds one page or one batch at a
+//! time, never the directory.
+//!
+//! A run that fails while reading applies nothing. Applying goes batch by batch, each batch one
+//! transaction: a run cut short (even by `kill -9`) leaves every batch whole, and the next run
+//! converges, since each decision compares the source with what is stored.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use serde_json::{json, Value};
+
+use super::connection::{Connection, OktaAuth};
+use super::okta::{self, Caps, MappedUser, OktaClient};
+use super::plan::{self, Current, Decision, Facts, UserRules};
+use super::rules::{self, GroupRef};
+use crate::encryption::SecretKey;
+use crate::error::{Error, Result};
+use crate::ids::DirectoryId;
+use crate::scim::members::MemberChanges;
+use crate::scim::resource::{self, Stored};
+use crate::scim::schema::{Registry, GROUP_SCHEMA};
+use crate::store::audit::Actor;
+use crate::store::connections::ConnectionRecord;
+use crate::store::sync_runs::{self, StagedGroup, StagedUser};
+use crate::store::{groups, secrets, users, Store};
+
+/// Users planned or applied per transaction.
+const BATCH: i64 = 500;
+/// Okta's page size for users and groups (its maximum for users).
+const PAGE: usize = 200;
+
+/// How a run was asked for.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub full: bool,
+    pub dry_run: bool,
+    /// Apply a plan the brake stopped.
+    pub confirm: bool,
+    /// `cli`, `api` or `schedule`.
+    pub trigger: &'static str,
+}
+
+/// The run output of the contract (`sync-rules.md` §2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub users_created: u64,
+    pub users_updated: u64,
+    pub users_deactivated: u64,
+    pub users_reactivated: u64,
+    pub users_unchanged: u64,
+    pub groups_created: u64,
+    pub groups_updated: u64,
+    pub groups_stale: u64,
+    pub groups_unchanged: u64,
+    pub members_added: u64,
+    pub members_removed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub run_id: String,
+    pub status: &'static str,
+    pub mode: &'static str,
+    pub counts: Counts,
+    pub conflicts: Vec<Value>,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> Value {
+        let c = &self.counts;
+        json!({
+            "run_id": self.run_id, "status": self.status, "mode": self.mode,
+            "users": {"created": c.users_created, "updated": c.users_updated, "deactivated": c.users_deactivated,
+                      "reactivated": c.users_reactivated, "unchanged": c.users_unchanged},
+            "groups": {"created": c.groups_created, "updated": c.groups_updated, "stale": c.groups_stale,
+                       "unchanged": c.groups_unchanged},
+            "memberships": {"added": c.members_added, "removed": c.members_removed},
+            "conflicts": self.conflicts, "warnings": self.warnings, "error": self.error,
+        })
+    }
+}
+
+/// Progress for the CLI (pages and users read); silent elsewhere.
+pub type Progress = dyn Fn(&str) + Send + Sync;
+
+/// Runs a connection once. The run is recorded whatever happens; an error of the source or of
+/// the rules ends it `failed` with the error in its report.
+pub async fn run(
+    store: &Store,
+    key: Option<&SecretKey>,
+    connection: &ConnectionRecord,
+    request: RunRequest,
+    progress: &Progress,
+) -> Result<Report> {
+    let connection_id = connection.id.clone();
+    let had_success = {
+        let id = connection_id.clone();
+        store.read(move |conn, _| sync_runs::has_succeeded(conn, &id)).await?
+    };
+    let mut warnings = Vec::new();
+    if !request.full && had_success {
+        // Delta reading is not built yet: every run reads everything, which is always correct.
+        warnings.push("delta runs are not available yet; this run read the whole source".to_string());
+    }
+    let mode = "full";
+    let run_id = {
+        let (id, trigger, dry_run) = (connection_id.clone(), request.trigger, request.dry_run);
+        store.write(move |conn, _| sync_runs::start(conn, &id, trigger, mode, dry_run)).await?
+    };
+    let mut run = Run {
+        store,
+        connection,
+        run_id: run_id.clone(),
+        actor: Actor::Importer { connection: connection_id.clone(), run: run_id.clone() },
+        counts: Counts::default(),
+        conflicts: Vec::new(),
+        warnings,
+    };
+    let outcome = run.execute(key, &request, progress).await;
+    let (status, error) = match &outcome {
+        Ok(status) => (*status, None),
+        Err(error) => ("failed", Some(error.to_string())),
+    };
+    let report = Report {
+        run_id: run_id.clone(),
+        status,
+        mode,
+        counts: run.counts.clone(),
+        conflicts: run.conflicts.clone(),
+        warnings: run.warnings.clone(),
+        error,
+    };
+    let body = report.to_json();
+    let full_succeeded = status == "succeeded";
+    store.write(move |conn, _| sync_runs::finish(conn, &run_id, status, &body, full_succeeded)).await?;
+    tracing::info!(
+        connection = %connection_id, run = %report.run_id, status, mode,
+        created = report.counts.users_created, updated = report.counts.users_updated,
+        deactivated = report.counts.users_deactivated, reactivated = report.counts.users_reactivated,
+        unchanged = report.counts.users_unchanged, conflicts = report.conflicts.len(),
+        "sync run finished"
+    );
+    Ok(report)
+}
+
+struct Run<'a> {
+    store: &'a Store,
+    connection: &'a ConnectionRecord,
+    run_id: String,
+    actor: Actor,
+    counts: Counts,
+    conflicts: Vec<Value>,
+    warnings: Vec<String>,
+}
+
+fn config(connection: &ConnectionRecord) -> &Connection {
+    &connection.config
+}
+
+impl Run<'_> {
+    async fn execute(
+        &mut self,
+        key: Option<&SecretKey>,
+        request: &RunRequest,
+        progress: &Progress,
+    ) -> Result<&'static str> {
+        let client = self.client(key).await?;
+        self.read_source(&client, progress).await?;
+        // Plan without writing: counts for a dry run and for the brake.
+        let planned = self.users_pass(false).await?;
+        let deactivations = planned.users_deactivated;
+        let active = {
+            let id = self.connection.id.clone();
+            self.store.read(move |conn, _| sync_runs::active_owned(conn, &id)).await?
+        };
+        let max = config(self.connection).brake.max_deactivate_percent;
+        if request.dry_run {
+            self.counts = planned;
+            self.groups_pass(false).await?;
+            return Ok("dry_run");
+        }
+        if plan::brakes(deactivations, u64::try_from(active).unwrap_or(0), max) && !request.confirm {
+            self.counts = planned;
+            self.warnings.push(format!(
+                "the run would deactivate {deactivations} of {active} active users, more than {max} %; nothing was \
+                 applied: check the source, then run again with --confirm"
+            ));
+            tracing::warn!(connection = %self.connection.id, deactivations, active, "sync brake tripped");
+            return Ok("braked");
+        }
+        self.conflicts.clear();
+        self.warnings.retain(|w| w.starts_with("delta"));
+        self.counts = self.users_pass(true).await?;
+        self.groups_pass(true).await?;
+        Ok("succeeded")
+    }
+
+    async fn client(&self, key: Option<&SecretKey>) -> Result<OktaClient> {
+        let settings = config(self.connection);
+        let okta = settings
+            .okta
+            .as_ref()
+            .ok_or_else(|| Error::Upstream("this connection has no okta settings".into()))?;
+        match &okta.auth {
+            OktaAuth::ApiToken { .. } => {}
+            OktaAuth::PrivateKeyJwt { .. } => {
+                return Err(Error::Upstream(
+                    "private_key_jwt connections cannot run yet; use an api_token connection for now".into(),
+                ))
+            }
+        }
+        let key = key.cloned().ok_or_else(|| {
+            Error::Upstream(
+                "this server has no secret key (SCIMD_SECRET_KEY), so it cannot open the connection's token"
+                    .into(),
+            )
+        })?;
+        let owner = self.connection.id.clone();
+        let token = self
+            .store
+            .read(move |conn, _| secrets::reveal(conn, &key, &owner, "okta.auth.token"))
+            .await?
+            .ok_or_else(|| Error::Upstream("the connection's API token is not set".into()))?;
+        let token = String::from_utf8(token)
+            .map_err(|_| Error::Upstream("the stored API token is not text".into()))?;
+        OktaClient::new(&okta.org_url, &token, 0.5, Caps::default())
+    }
+
+    /// Reads users, groups and the memberships the rules need into the stage.
+    async fn read_source(&mut self, client: &OktaClient, progress: &Progress) -> Result<()> {
+        let settings = config(self.connection).clone();
+        let username_source = settings.username_source().to_string();
+        let app_users = match &settings.rules.app_id {
+            Some(app) => Some(self.app_user_ids(client, app).await?),
+            None => None,
+        };
+        // The bare list leaves DEPROVISIONED users out; the filter brings them.
+        let listings = [
+            format!("/api/v1/users?limit={PAGE}"),
+            format!("/api/v1/users?limit={PAGE}&filter={}", urlencode("status eq \"DEPROVISIONED\"")),
+        ];
+        let mut read = 0usize;
+        for listing in listings {
+            let mut pages = Vec::new();
+            client
+                .for_each_page(&listing, |items| {
+                    pages.push(items);
+                    Ok(())
+                })
+                .await?;
+            for items in pages {
+                let mapped: Vec<MappedUser> = items
+                    .iter()
+                    .filter_map(|u| okta::map_user(u, &username_source))
+                    .filter(|u| app_users.as_ref().is_none_or(|ids| ids.contains(&u.source_id)))
+                    .filter(|u| !(settings.skip_staged() && u.status == "STAGED"))
+                    .collect();
+                read += items.len();
+                progress(&format!("users read: {read}"));
+                let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
+                self.store
+                    .write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped))
+                    .await?;
+            }
+        }
+        let mut groups = Vec::new();
+        client
+            .for_each_page(&format!("/api/v1/groups?limit={PAGE}"), |items| {
+                groups.extend(items.iter().filter_map(staged_group));
+                Ok(())
+            })
+            .await?;
+        progress(&format!("groups read: {}", groups.len()));
+        let app_groups = match &settings.rules.app_id {
+            Some(app) => Some(self.app_group_ids(client, app).await?),
+            None => None,
+        };
+        let named = [&settings.rules.allowed_users_groups, &settings.rules.denied_users_groups];
+        let types = settings.group_types();
+        let needed: Vec<&StagedGroup> = groups
+            .iter()
+            .filter(|g| {
+                let imported = rules::okta_group_selected(
+                    &g.group_type,
+                    &g.name,
+                    &types,
+                    &settings.rules.group_prefixes,
+                ) && app_groups.as_ref().is_none_or(|ids| ids.contains(&g.source_id));
+                let judged = named.iter().any(|list| {
+                    list.iter().any(|n| {
+                        *n == g.source_id || crate::scim::index::fold(n) == crate::scim::index::fold(&g.name)
+                    })
+                });
+                imported || judged
+            })
+            .collect();
+        let refs: Vec<GroupRef<'_>> =
+            groups.iter().map(|g| GroupRef { id: &g.source_id, name: &g.name }).collect();
+        for list in named {
+            for unknown in rules::unknown_group_names(list, &refs) {
+                self.warnings.push(format!("group '{unknown}' named in the rules does not exist in Okta"));
+            }
+        }
+        for group in &needed {
+            let mut members = Vec::new();
+            client
+                .for_each_page(&format!("/api/v1/groups/{}/users?limit={PAGE}", group.source_id), |items| {
+                    members.extend(
+                        items.iter().filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string)),
+                    );
+                    Ok(())
+                })
+                .await?;
+            let (run, source) = (self.run_id.clone(), group.source_id.clone());
+            self.store.write(move |conn, _| sync_runs::stage_members(conn, &run, &source, &members)).await?;
+        }
+        let run = self.run_id.clone();
+        self.store.write(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
+        Ok(())
+    }
+
+    async fn app_user_ids(&self, client: &OktaClient, app: &str) -> Result<HashSet<String>> {
+        let mut ids = HashSet::new();
+        client
+            .for_each_page(&format!("/api/v1/apps/{app}/users?limit=500"), |items| {
+                ids.extend(
+                    items.iter().filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string)),
+                );
+                Ok(())
+            })
+            .await?;
+        Ok(ids)
+    }
+
+    async fn app_group_ids(&self, client: &OktaClient, app: &str) -> Result<HashSet<String>> {
+        let mut ids = HashSet::new();
+        client
+            .for_each_page(&format!("/api/v1/apps/{app}/groups?limit=200"), |items| {
+                ids.extend(
+                    items.iter().filter_map(|g| g.get("id").and_then(Value::as_str).map(str::to_string)),
+                );
+                Ok(())
+            })
+            .await?;
+        Ok(ids)
+    }
+
+    /// One pass over the staged users, then over the owned users the source no longer has:
+    /// counts what would change, and with `apply` changes it, a batch per transaction.
+    async fn users_pass(&mut self, apply: bool) -> Result<Counts> {
+        let mut counts = Counts::default();
+        let settings = config(self.connection).clone();
+        let user_rules = UserRules {
+            email_domains: settings.rules.email_domains.clone(),
+            include_subdomains: settings.rules.include_subdomains,
+            allowed_groups: settings.rules.allowed_users_groups.clone(),
+            denied_groups: settings.rules.denied_users_groups.clone(),
+            skip_staged: settings.skip_staged(),
+        };
+        let losers = {
+            let run = self.run_id.clone();
+            self.store.read(move |conn, _| sync_runs::collision_losers(conn, &run)).await?
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let (run, connection, directory) =
+                (self.run_id.clone(), self.connection.id.clone(), self.connection.directory_id.clone());
+            let (rules, losers, actor) = (user_rules.clone(), losers.clone(), self.actor.clone());
+            let cursor = after.clone();
+            let batch = move |conn: &mut crate::store::DbConn, registry: &Registry| {
+                let staged = sync_runs::staged_users(conn, &run, cursor.as_deref(), BATCH)?;
+                let mut outcome =
+                    decide_batch(conn, registry, &run, &connection, &directory, &staged, &rules, &losers)?;
+                if apply {
+                    apply_batch(conn, registry, &directory, &connection, &actor, &mut outcome)?;
+                }
+                Ok((staged.last().map(|s| s.user.source_id.clone()), outcome))
+            };
+            let (last, outcome) =
+                if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
+            tally(&mut counts, &outcome);
+            self.conflicts.extend(outcome.conflicts.iter().cloned());
+            self.warnings.extend(outcome.warnings.iter().cloned());
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        // Owned users the source no longer lists: inactive, never deleted (rule 1).
+        let mut after: Option<String> = None;
+        loop {
+            let (run, connection, directory, actor) = (
+                self.run_id.clone(),
+                self.connection.id.clone(),
+                self.connection.directory_id.clone(),
+                self.actor.clone(),
+            );
+            let cursor = after.clone();
+            let batch = move |conn: &mut crate::store::DbConn, registry: &Registry| {
+                let ids = sync_runs::vanished_active(conn, &connection, &run, cursor.as_deref(), BATCH)?;
+                if apply {
+                    for id in &ids {
+                        users::modify(conn, registry, &directory, &actor, id, None, |current| {
+                            let mut next = current.clone();
+                            next.insert("active".into(), Value::Bool(false));
+                            Ok(next)
+                        })?;
+                    }
+                }
+                Ok(ids)
+            };
+            // Applying deactivates what it reads, so the next read starts over; a plan pages on.
+            let ids = if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
+            counts.users_deactivated += ids.len() as u64;
+            if ids.is_empty() || (ids.len() as i64) < BATCH {
+                break;
+            }
+            if !apply {
+                after = ids.last().cloned();
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Imported groups: created or renamed, members set to the imported users among the
+    /// source's; owned groups the source no longer has are stale (kept with their members).
+    async fn groups_pass(&mut self, apply: bool) -> Result<()> {
+        let settings = config(self.connection).clone();
+        let (run, connection, directory, actor) = (
+            self.run_id.clone(),
+            self.connection.id.clone(),
+            self.connection.directory_id.clone(),
+            self.actor.clone(),
+        );
+        let types = settings.group_types();
+        let prefixes = settings.rules.group_prefixes.clone();
+        let app_filter = settings.rules.app_id.is_some();
+        let work = move |conn: &mut crate::store::DbConn,
+                         registry: &Registry|
+              -> Result<(Counts, Vec<Value>)> {
+            let mut counts = Counts::default();
+            let mut conflicts = Vec::new();
+            let staged = sync_runs::staged_groups(conn, &run)?;
+            let mut imported = BTreeSet::new();
+            for group in staged {
+                if !rules::okta_group_selected(&group.group_type, &group.name, &types, &prefixes) {
+                    continue;
+                }
+                let member_sources = sync_runs::staged_member_ids(conn, &run, &group.source_id)?;
+                if app_filter
+                    && member_sources.is_empty()
+                    && groups::find_owned(conn, &connection, &group.source_id)?.is_none()
+                {
+                    // In app mode only the app's groups had their members read; others are not imported.
+                    continue;
+                }
+                imported.insert(group.source_id.clone());
+                let wanted: Vec<&str> = member_sources.iter().map(String::as_str).collect();
+                let member_ids: BTreeSet<String> =
+                    sync_runs::owned_ids(conn, &connection, &wanted)?.into_values().collect();
+                let body = json!({"schemas": [GROUP_SCHEMA], "displayName": group.name, "externalId": group.source_id});
+                let desired = resource::normalize(&registry.group, &body)?;
+                match groups::find_owned(conn, &connection, &group.source_id)? {
+                    None => {
+                        counts.groups_created += 1;
+                        counts.members_added += member_ids.len() as u64;
+                        if apply {
+                            let created = sync_runs::import_group(
+                                conn,
+                                &directory,
+                                &actor,
+                                &connection,
+                                &group.source_id,
+                                desired,
+                                member_ids,
+                            );
+                            if let Err(Error::Uniqueness(_)) = created {
+                                counts.groups_created -= 1;
+                                conflicts
+                                    .push(json!({"displayName": group.name, "source_id": group.source_id,
+                                    "held_by": "another group of the directory"}));
+                            } else {
+                                created?;
+                            }
+                        }
+                    }
+                    Some(id) => {
+                        let current = groups::get(conn, &directory, &id, true)?;
+                        let have: BTreeSet<String> =
+                            current.members.unwrap_or_default().into_iter().map(|m| m.user_id).collect();
+                        let changes = MemberChanges {
+                            clear: false,
+                            add: member_ids.difference(&have).cloned().collect(),
+                            remove: have.difference(&member_ids).cloned().collect(),
+                        };
+                        counts.members_added += changes.add.len() as u64;
+                        counts.members_removed += changes.remove.len() as u64;
+                        if current.resource == desired && changes.add.is_empty() && changes.remove.is_empty()
+                        {
+                            counts.groups_unchanged += 1;
+                            continue;
+                        }
+                        counts.groups_updated += 1;
+                        if apply {
+                            let desired = desired.clone();
+                            groups::modify(
+                                conn,
+                                &directory,
+                                &actor,
+                                &id,
+                                None,
+                                move |_| Ok(desired),
+                                &changes,
+                                false,
+                            )?;
+                        }
+                    }
+                }
+            }
+            let stale = groups::owned_source_ids(conn, &connection)?
+                .into_iter()
+                .filter(|s| !imported.contains(s))
+                .count();
+            counts.groups_stale = stale as u64;
+            Ok((counts, conflicts))
+        };
+        let (counts, conflicts) =
+            if apply { self.store.write(work).await? } else { self.store.read(work).await? };
+        self.counts.groups_created = counts.groups_created;
+        self.counts.groups_updated = counts.groups_updated;
+        self.counts.groups_unchanged = counts.groups_unchanged;
+        self.counts.groups_stale = counts.groups_stale;
+        self.counts.members_added = counts.members_added;
+        self.counts.members_removed = counts.members_removed;
+        self.conflicts.extend(conflicts);
+        Ok(())
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn staged_group(group: &Value) -> Option<StagedGroup> {
+    Some(StagedGroup {
+        source_id: group.get("id")?.as_str()?.to_string(),
+        name: group.get("profile")?.get("name")?.as_str()?.to_string(),
+        group_type: group.get("type").and_then(Value::as_str).unwrap_or("OKTA_GROUP").to_string(),
+    })
+}
+
+/// What one batch decided.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    /// (scimd id, decision, whether the user was active before, for counting re/deactivations)
+    decisions: Vec<(StagedUser, Decision, Option<bool>)>,
+    conflicts: Vec<Value>,
+    warnings: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)] // the batch's context; a struct would only rename it
+fn decide_batch(
+    conn: &mut crate::store::DbConn,
+    registry: &Registry,
+    run: &str,
+    connection: &str,
+    directory: &DirectoryId,
+    staged: &[StagedUser],
+    rules: &UserRules,
+    losers: &HashMap<String, String>,
+) -> Result<BatchOutcome> {
+    let mut outcome = BatchOutcome::default();
+    let sources: Vec<&str> = staged.iter().map(|s| s.user.source_id.as_str()).collect();
+    let memberships = sync_runs::groups_of(conn, run, &sources)?;
+    let folded: Vec<String> =
+        staged.iter().filter_map(|s| s.user.user_name.as_deref().map(crate::scim::index::fold)).collect();
+    let holders = sync_runs::name_holders(conn, &directory.0, &folded)?;
+    // Managers are linked by the id their user has (or will have) in this run.
+    let manager_sources: Vec<&str> =
+        staged.iter().filter_map(|s| s.user.manager_source_id.as_deref()).collect();
+    let managers = sync_runs::staged_ids(conn, run, &manager_sources)?;
+    let normalized = |body: &Value| resource::normalize(&registry.user, body).ok();
+    for item in staged {
+        let user = &item.user;
+        let current = users::find(conn, directory, &item.user_id)?;
+        let owned = current.as_ref().map(|c| c.resource.clone());
+        let was_active = owned.as_ref().map(|r| r.get("active").and_then(Value::as_bool).unwrap_or(true));
+        let groups: Vec<GroupRef<'_>> = memberships
+            .get(&user.source_id)
+            .map(|list| list.iter().map(|(id, name)| GroupRef { id, name }).collect())
+            .unwrap_or_default();
+        let held_by = match (losers.get(&user.source_id), user.user_name.as_deref()) {
+            (Some(winner), _) => Some(format!("okta user {winner} (older)")),
+            (None, Some(name)) => match holders.get(&crate::scim::index::fold(name)) {
+                Some((holder, _)) if *holder == item.user_id => None,
+                Some((_, Some(other))) if other == connection => {
+                    Some("another user of this connection".to_string())
+                }
+                Some((_, Some(other))) => Some(format!("connection {other}")),
+                Some((_, None)) => Some("a user provisioned by SCIM push".to_string()),
+                None => None,
+            },
+            (None, None) => None,
+        };
+        let facts = Facts {
+            status: &user.status,
+            user_name: user.user_name.as_deref(),
+            primary_email: &user.primary_email,
+            groups: &groups,
+            mapped: &user.resource,
+            manager_id: user.manager_source_id.as_deref().and_then(|m| managers.get(m)).map(String::as_str),
+            name_held_by: held_by.as_deref(),
+        };
+        let current = match owned {
+            Some(stored) => Current::Owned(stored),
+            None => Current::New,
+        };
+        let decision = plan::decide(&facts, &current, rules, &normalized);
+        match &decision {
+            Decision::Conflict { user_name, held_by } => outcome.conflicts.push(json!({
+                "userName": user_name, "source_id": user.source_id, "held_by": held_by
+            })),
+            Decision::Skip { warning: Some(warning) } => {
+                outcome.warnings.push(format!("okta user {} {warning}", user.source_id))
+            }
+            _ => {}
+        }
+        outcome.decisions.push((item.clone(), decision, was_active));
+    }
+    Ok(outcome)
+}
+
+/// Applies a batch's decisions. A userName taken between plan and apply (by SCIM push, say)
+/// fails that user alone, as a conflict.
+fn apply_batch(
+    conn: &mut crate::store::DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    connection: &str,
+    actor: &Actor,
+    outcome: &mut BatchOutcome,
+) -> Result<()> {
+    for (item, decision, _) in outcome.decisions.iter_mut() {
+        let written = match &*decision {
+            Decision::Create(body) => {
+                let stored: Stored = resource::normalize(&registry.user, body)?;
+                sync_runs::import_user(
+                    conn,
+                    registry,
+                    directory,
+                    actor,
+                    &item.user_id,
+                    connection,
+                    &item.user.source_id,
+                    stored,
+                )
+            }
+            Decision::Update(body) => {
+                let stored: Stored = resource::normalize(&registry.user, body)?;
+                sync_runs::update_imported_user(conn, registry, directory, actor, &item.user_id, stored)
+            }
+            Decision::Unchanged | Decision::Skip { .. } | Decision::Conflict { .. } => Ok(()),
+        };
+        match written {
+            Ok(()) => {}
+            Err(Error::Uniqueness(_)) => {
+                let user_name = item.user.user_name.clone().unwrap_or_default();
+                outcome.conflicts.push(json!({"userName": user_name, "source_id": item.user.source_id,
+                    "held_by": "a record that took the userName during this run"}));
+                *decision = Decision::Conflict { user_name, held_by: "taken during this run".into() };
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(())
+}
+
+fn tally(counts: &mut Counts, outcome: &BatchOutcome) {
+    for (_, decision, was_active) in &outcome.decisions {
+        match decision {
+            Decision::Create(_) => counts.users_created += 1,
+            Decision::Update(body) => {
+                let now_active = body.get("active").and_then(Value::as_bool).unwrap_or(true);
+                match (was_active, now_active) {
+                    (Some(true), false) => counts.users_deactivated += 1,
+                    (Some(false), true) => counts.users_reactivated += 1,
+                    _ => counts.users_updated += 1,
+                }
+            }
+            Decision::Unchanged => counts.users_unchanged += 1,
+            Decision::Skip { .. } | Decision::Conflict { .. } => {}
+        }
+    }
+}
