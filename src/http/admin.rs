@@ -72,6 +72,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     .route(web::delete().to(delete_connection))
                     .default_service(only("GET, PUT, DELETE")),
             )
+            .service(
+                web::resource("/connections/{id}/sync")
+                    .route(web::post().to(sync_connection))
+                    .default_service(only("POST")),
+            )
+            .service(
+                web::resource("/connections/{id}/runs")
+                    .route(web::get().to(connection_runs))
+                    .default_service(only("GET")),
+            )
             .service(web::resource("/audit").route(web::get().to(audit_log)).default_service(only("GET")))
             .default_service(web::to(not_found)),
     );
@@ -425,6 +435,67 @@ async fn delete_connection(
 ) -> AdminResult {
     state.store.delete_connection(Actor::AdminToken(admin.0), id.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    #[serde(default = "full_mode")]
+    mode: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    confirm: bool,
+}
+
+fn full_mode() -> String {
+    "full".into()
+}
+
+/// Starts a run in the background and answers 202 with its id; its outcome is in `/runs`.
+async fn sync_connection(
+    state: web::Data<AppState>,
+    _: AdminToken,
+    id: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let request: SyncRequest = parse(body)?;
+    let full = match request.mode.as_str() {
+        "full" => true,
+        "delta" => false,
+        other => return Err(Error::InvalidValue(format!("mode '{other}' must be 'full' or 'delta'")).into()),
+    };
+    let connection = state.store.get_connection(id.into_inner()).await?;
+    let run_request = crate::sync::engine::RunRequest {
+        full,
+        dry_run: request.dry_run,
+        confirm: request.confirm,
+        trigger: "api",
+    };
+    let started = crate::sync::engine::start(&state.store, &connection, run_request).await?;
+    let run_id = started.run_id.clone();
+    let (store, key) = (state.store.clone(), state.secret_key.clone());
+    tokio::spawn(async move {
+        if let Err(error) = started.execute(&store, key.as_ref(), &connection, &|_| {}).await {
+            tracing::error!(%error, "a sync run could not be recorded");
+        }
+    });
+    Ok(ok(StatusCode::ACCEPTED, json!({ "run_id": run_id, "status": "running" })))
+}
+
+async fn connection_runs(state: web::Data<AppState>, _: AdminToken, id: web::Path<String>) -> AdminResult {
+    let runs = state.store.connection_runs(id.into_inner()).await?;
+    let items: Vec<Value> = runs
+        .into_iter()
+        .map(|run| {
+            json!({
+                "id": run.id, "trigger": run.trigger, "mode": run.mode, "dry_run": run.dry_run,
+                "status": run.status, "started_at": format_millis(run.started_at), "finished_at": time(run.finished_at),
+                "report": serde_json::from_str::<Value>(&run.report).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "items": items, "next": null })))
 }
 
 fn parse_time(name: &str, value: &str) -> Result<i64, Error> {

@@ -415,3 +415,14 @@ pub fn import_group(
         super::groups::claim(c, &created.meta.id, connection_id, source_id)
     })
 }
+
+impl super::Store {
+    /// The latest runs of a connection (404 for an unknown connection).
+    pub async fn connection_runs(&self, connection_id: String) -> Result<Vec<RunRow>> {
+        self.read(move |conn, _| {
+            super::connections::get(conn, &connection_id)?;
+            list(conn, &connection_id, 50)
+        })
+        .await
+    }
+}

@@ -86,15 +86,16 @@ impl Report {
 /// Progress for the CLI (pages and users read); silent elsewhere.
 pub type Progress = dyn Fn(&str) + Send + Sync;
 
-/// Runs a connection once. The run is recorded whatever happens; an error of the source or of
-/// the rules ends it `failed` with the error in its report.
-pub async fn run(
-    store: &Store,
-    key: Option<&SecretKey>,
-    connection: &ConnectionRecord,
+/// A run that is recorded (`running`) and not yet executed: its id can be handed out first.
+#[derive(Debug)]
+pub struct Started {
+    pub run_id: String,
     request: RunRequest,
-    progress: &Progress,
-) -> Result<Report> {
+    warnings: Vec<String>,
+}
+
+/// Records a new run of `connection`. The first run of a connection is always full.
+pub async fn start(store: &Store, connection: &ConnectionRecord, request: RunRequest) -> Result<Started> {
     let connection_id = connection.id.clone();
     let had_success = {
         let id = connection_id.clone();
@@ -105,45 +106,74 @@ pub async fn run(
         // Delta reading is not built yet: every run reads everything, which is always correct.
         warnings.push("delta runs are not available yet; this run read the whole source".to_string());
     }
-    let mode = "full";
     let run_id = {
-        let (id, trigger, dry_run) = (connection_id.clone(), request.trigger, request.dry_run);
-        store.write(move |conn, _| sync_runs::start(conn, &id, trigger, mode, dry_run)).await?
+        let (trigger, dry_run) = (request.trigger, request.dry_run);
+        store.write(move |conn, _| sync_runs::start(conn, &connection_id, trigger, MODE, dry_run)).await?
     };
-    let mut run = Run {
-        store,
-        connection,
-        run_id: run_id.clone(),
-        actor: Actor::Importer { connection: connection_id.clone(), run: run_id.clone() },
-        counts: Counts::default(),
-        conflicts: Vec::new(),
-        warnings,
-    };
-    let outcome = run.execute(key, &request, progress).await;
-    let (status, error) = match &outcome {
-        Ok(status) => (*status, None),
-        Err(error) => ("failed", Some(error.to_string())),
-    };
-    let report = Report {
-        run_id: run_id.clone(),
-        status,
-        mode,
-        counts: run.counts.clone(),
-        conflicts: run.conflicts.clone(),
-        warnings: run.warnings.clone(),
-        error,
-    };
-    let body = report.to_json();
-    let full_succeeded = status == "succeeded";
-    store.write(move |conn, _| sync_runs::finish(conn, &run_id, status, &body, full_succeeded)).await?;
-    tracing::info!(
-        connection = %connection_id, run = %report.run_id, status, mode,
-        created = report.counts.users_created, updated = report.counts.users_updated,
-        deactivated = report.counts.users_deactivated, reactivated = report.counts.users_reactivated,
-        unchanged = report.counts.users_unchanged, conflicts = report.conflicts.len(),
-        "sync run finished"
-    );
-    Ok(report)
+    Ok(Started { run_id, request, warnings })
+}
+
+/// Every run reads the whole source for now (see [`start`]).
+const MODE: &str = "full";
+
+/// Runs a connection once: [`start`], then [`Started::execute`].
+pub async fn run(
+    store: &Store,
+    key: Option<&SecretKey>,
+    connection: &ConnectionRecord,
+    request: RunRequest,
+    progress: &Progress,
+) -> Result<Report> {
+    start(store, connection, request).await?.execute(store, key, connection, progress).await
+}
+
+impl Started {
+    /// Executes the run. It is recorded whatever happens: an error of the source or of the rules
+    /// ends it `failed` with the error in its report.
+    pub async fn execute(
+        self,
+        store: &Store,
+        key: Option<&SecretKey>,
+        connection: &ConnectionRecord,
+        progress: &Progress,
+    ) -> Result<Report> {
+        let connection_id = connection.id.clone();
+        let run_id = self.run_id.clone();
+        let mut run = Run {
+            store,
+            connection,
+            run_id: run_id.clone(),
+            actor: Actor::Importer { connection: connection_id.clone(), run: run_id.clone() },
+            counts: Counts::default(),
+            conflicts: Vec::new(),
+            warnings: self.warnings,
+        };
+        let outcome = run.execute(key, &self.request, progress).await;
+        let (status, error) = match &outcome {
+            Ok(status) => (*status, None),
+            Err(error) => ("failed", Some(error.to_string())),
+        };
+        let report = Report {
+            run_id: run_id.clone(),
+            status,
+            mode: MODE,
+            counts: run.counts.clone(),
+            conflicts: run.conflicts.clone(),
+            warnings: run.warnings.clone(),
+            error,
+        };
+        let body = report.to_json();
+        let full_succeeded = status == "succeeded";
+        store.write(move |conn, _| sync_runs::finish(conn, &run_id, status, &body, full_succeeded)).await?;
+        tracing::info!(
+            connection = %connection_id, run = %report.run_id, status, mode = MODE,
+            created = report.counts.users_created, updated = report.counts.users_updated,
+            deactivated = report.counts.users_deactivated, reactivated = report.counts.users_reactivated,
+            unchanged = report.counts.users_unchanged, conflicts = report.conflicts.len(),
+            "sync run finished"
+        );
+        Ok(report)
+    }
 }
 
 struct Run<'a> {
