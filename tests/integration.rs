@@ -5,3 +5,4 @@ mod support;
 mod admin;
 mod cli;
 mod scim;
+mod sync;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod fake_okta;
 
 use std::net::TcpListener;
 use std::sync::OnceLock;

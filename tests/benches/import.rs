@@ -1,0 +1,106 @@
+//! The Okta importer at scale: a generated org served by the fake Okta (in this process), the
+//! release `scimd` binary as its own process running `sync run`, its wall time and peak RSS.
+//!
+//! ```sh
+//! cargo bench --bench import -- --users 100000 --groups 2000
+//! cargo bench --bench import -- --users 10000 --groups 200 --okta-limits
+//! ```
+//!
+//! `--okta-limits` enforces Okta's published per-minute buckets in the fake (users 600, groups
+//! 500, apps 100); the importer then spends half of each, as it does against a real org.
+
+#[allow(dead_code)]
+#[path = "../support/fake_okta.rs"]
+mod fake_okta;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_okta::{FakeOkta, Org, RateLimits};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        return; // `cargo test --all-targets` builds benches and runs them without --bench.
+    }
+    let value = |name: &str, default: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+    };
+    let users: usize = value("--users", "100000").parse().unwrap();
+    let groups: usize = value("--groups", "2000").parse().unwrap();
+    let okta_limits = args.iter().any(|a| a == "--okta-limits");
+
+    let started = Instant::now();
+    let mut org = Org::generate(users, groups, 1);
+    let memberships: usize = org.members.values().map(|m| m.len()).sum();
+    org.limits = if okta_limits {
+        RateLimits { users_list: 600, groups: 500, apps: 100, other: 1200, window: Duration::from_secs(60) }
+    } else {
+        RateLimits { users_list: u32::MAX, groups: u32::MAX, apps: u32::MAX, other: u32::MAX, window: Duration::from_secs(60) }
+    };
+    let fake = FakeOkta::start(org);
+    eprintln!("generated {users} users, {groups} groups, {memberships} memberships in {:.1?}", started.elapsed());
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("import.db").display());
+    let secret = "ab".repeat(32);
+    let scimd = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scimd"));
+        command
+            .current_dir(dir.path())
+            .env("SCIMD_SECRET_KEY", &secret)
+            .env("RUST_LOG", "warn")
+            .args(["--database-url", &db])
+            .args(args);
+        command
+    };
+    assert!(scimd(&["directory", "create", "acme"]).status().unwrap().success());
+    // Everyone (BUILT_IN) is left out, as by default.
+    let config = serde_json::json!({
+        "name": "okta", "kind": "okta",
+        "okta": {"org_url": fake.base_url(), "allow_insecure_http": true,
+                 "auth": {"method": "api_token", "token": fake.api_token()}},
+        "brake": {"max_deactivate_percent": 100}
+    });
+    std::fs::write(dir.path().join("okta.json"), config.to_string()).unwrap();
+    assert!(scimd(&["connection", "create", "acme", "okta", "--config", "okta.json"]).status().unwrap().success());
+
+    println!("| run | users | groups | memberships | seconds | peak RSS MiB | created | unchanged | members added | requests |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for label in ["first full run", "second full run, no change"] {
+        let requests_before = fake.requests().len();
+        let (seconds, rss, report) = timed(scimd(&["sync", "run", "acme/okta", "--full", "--json"]), dir.path());
+        let requests = fake.requests().len() - requests_before;
+        println!(
+            "| {label} | {users} | {groups} | {memberships} | {seconds:.1} | {rss} | {} | {} | {} | {requests} |",
+            report["users"]["created"], report["users"]["unchanged"], report["memberships"]["added"]
+        );
+        assert_eq!(report["status"], "succeeded", "{report}");
+    }
+}
+
+/// Runs a command to its end, sampling its peak RSS (VmHWM) while it runs.
+fn timed(mut command: Command, _dir: &Path) -> (f64, u64, serde_json::Value) {
+    let started = Instant::now();
+    // The importer's progress (phases and their times) goes to the bench's stderr.
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+                let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let output = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    (seconds, peak_kib / 1024, report)
+}

@@ -1,0 +1,2 @@
+mod fake_okta;
+mod okta_import;

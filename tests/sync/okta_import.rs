@@ -1,0 +1,317 @@
+//! The Okta importer end to end: a fake Okta org over HTTP, the engine, a real database on both
+//! backends, and the result checked over SCIM with the directory's key, as an application sees it.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::fake_okta::{Failure, FakeOkta, Org};
+use crate::support::{on_both_backends, user_body, TestServer};
+use scimd::store::audit::Actor;
+use scimd::store::connections::{self, ConnectionRecord};
+use scimd::sync::engine::{self, Report, RunRequest};
+
+on_both_backends!(
+    a_full_import_shows_okta_users_and_groups_over_scim,
+    a_second_run_without_source_changes_writes_nothing,
+    vanished_users_and_denied_members_become_inactive_never_deleted,
+    a_username_held_by_a_pushed_user_is_a_conflict_and_imported_users_refuse_push_edits,
+    the_brake_stops_a_mass_deactivation_until_confirmed,
+    a_dry_run_writes_nothing,
+    a_failure_while_reading_applies_nothing_and_names_the_remedy,
+    pages_are_followed_and_rate_limits_waited_out,
+);
+
+/// The org most tests use: an engineer managed by a lead, a suspended, a deprovisioned and a
+/// staged user, an outsider by domain, eng-all and offboarding groups and Everyone.
+fn small_org() -> Org {
+    let mut org = Org::empty();
+    org.add_group(Org::group("00geveryone0000000697", "Everyone"));
+    org.update_group("00geveryone0000000697", |g| g.group_type = "BUILT_IN".into());
+    org.add_group(Org::group("00gengall000000000697", "eng-all"));
+    org.add_group(Org::group("00goffboard00000000697", "offboarding"));
+    let mut lead = Org::user("00ulead00000000000697", "lena.lead@acme.example", "ACTIVE");
+    lead.profile.insert("title".into(), json!("Engineering Lead"));
+    org.add_user(lead);
+    let mut engineer = Org::user("00ueng000000000000697", "erik.eng@acme.example", "ACTIVE");
+    engineer.profile.insert("managerId".into(), json!("00ulead00000000000697"));
+    engineer.profile.insert("manager".into(), json!("Lena Lead"));
+    engineer.profile.insert("department".into(), json!("Platform"));
+    engineer.profile.insert("mobilePhone".into(), json!("+47 400 12 345"));
+    org.add_user(engineer);
+    org.add_user(Org::user("00ususp00000000000697", "sam.susp@acme.example", "SUSPENDED"));
+    org.add_user(Org::user("00udepr00000000000697", "dora.depr@acme.example", "DEPROVISIONED"));
+    org.add_user(Org::user("00ustag00000000000697", "stan.staged@acme.example", "STAGED"));
+    org.add_user(Org::user("00uoutsider0000000697", "otto@elsewhere.example", "ACTIVE"));
+    for user in ["00ulead00000000000697", "00ueng000000000000697", "00ususp00000000000697"] {
+        org.add_member("00gengall000000000697", user);
+    }
+    org
+}
+
+fn connection_body(fake: &FakeOkta, rules: Value) -> Value {
+    json!({
+        "name": "okta-main", "kind": "okta",
+        "okta": {"org_url": fake.base_url(), "allow_insecure_http": true,
+                 "auth": {"method": "api_token", "token": fake.api_token()}},
+        "rules": rules,
+        "brake": {"max_deactivate_percent": 50}
+    })
+}
+
+fn connect(server: &TestServer, body: Value) -> ConnectionRecord {
+    let config = scimd::sync::connection::parse(body).unwrap();
+    let key = server.config.secret_key().unwrap();
+    server
+        .store
+        .write_now(move |conn, _| connections::create(conn, &Actor::Cli, key.as_ref(), "acme", config))
+        .unwrap()
+}
+
+async fn run(server: &TestServer, connection: &ConnectionRecord, request: RunRequest) -> Report {
+    let key = server.config.secret_key().unwrap();
+    engine::run(&server.store, key.as_ref(), connection, request, &|_| {}).await.unwrap()
+}
+
+fn full() -> RunRequest {
+    RunRequest { full: true, dry_run: false, confirm: false, trigger: "cli" }
+}
+
+async fn user_by_external_id(server: &TestServer, okta_id: &str) -> Option<Value> {
+    let filter = format!("externalId eq \"{okta_id}\"");
+    let reply = server
+        .send(server.request(reqwest::Method::GET, "/scim/v2/Users").query(&[("filter", filter)]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["Resources"].as_array().unwrap().first().cloned()
+}
+
+async fn a_full_import_shows_okta_users_and_groups_over_scim(server: TestServer) {
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({"email_domains": ["acme.example"]})));
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded", "{:?}", report);
+    assert_eq!(report.counts.users_created, 5, "everyone but the outsider: {:?}", report.counts);
+    assert_eq!(report.counts.groups_created, 2, "eng-all and offboarding; Everyone is BUILT_IN");
+
+    let engineer = user_by_external_id(&server, "00ueng000000000000697").await.unwrap();
+    let lead = user_by_external_id(&server, "00ulead00000000000697").await.unwrap();
+    assert_eq!(engineer["userName"], "erik.eng@acme.example");
+    assert_eq!(engineer["active"], true);
+    assert_eq!(
+        engineer["emails"][0],
+        json!({"value": "erik.eng@acme.example", "type": "work", "primary": true})
+    );
+    assert_eq!(engineer["phoneNumbers"][0], json!({"value": "+47 400 12 345", "type": "mobile"}));
+    let enterprise = &engineer["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"];
+    assert_eq!(enterprise["department"], "Platform");
+    assert_eq!(enterprise["manager"]["value"], lead["id"], "the manager is linked by Okta id");
+    assert_eq!(enterprise["manager"]["displayName"], "Lena Lead");
+    assert_eq!(lead["title"], "Engineering Lead");
+    for (okta_id, active) in
+        [("00ususp00000000000697", false), ("00udepr00000000000697", false), ("00ustag00000000000697", false)]
+    {
+        let user = user_by_external_id(&server, okta_id).await.unwrap();
+        assert_eq!(user["active"], active, "{okta_id}");
+    }
+    assert!(
+        user_by_external_id(&server, "00uoutsider0000000697").await.is_none(),
+        "outside the e-mail domains"
+    );
+
+    let groups = server.get("/scim/v2/Groups?filter=displayName%20eq%20%22eng-all%22").await;
+    let group = &groups.body["Resources"][0];
+    assert_eq!(group["externalId"], "00gengall000000000697");
+    let mut members: Vec<&str> =
+        group["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+    members.sort();
+    let mut expected = vec![lead["id"].as_str().unwrap(), engineer["id"].as_str().unwrap()];
+    let suspended = user_by_external_id(&server, "00ususp00000000000697").await.unwrap();
+    expected.push(suspended["id"].as_str().unwrap());
+    expected.sort();
+    assert_eq!(members, expected, "inactive users stay members");
+    let everyone = server.get("/scim/v2/Groups?filter=displayName%20eq%20%22Everyone%22").await;
+    assert_eq!(everyone.body["totalResults"], 0);
+
+    // The run is in the history, its writes in the audit log under the run's id.
+    let log = server
+        .admin(reqwest::Method::GET, &format!("/admin/v1/audit?actor={}&resource=user", report.run_id), None)
+        .await;
+    assert_eq!(log.body["items"].as_array().unwrap().len(), 5);
+    assert_eq!(log.body["items"][0]["actor"]["kind"], "importer");
+}
+
+async fn a_second_run_without_source_changes_writes_nothing(server: TestServer) {
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    assert_eq!(run(&server, &connection, full()).await.status, "succeeded");
+    let before = server.get("/scim/v2/Users?count=100").await.body;
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded");
+    let c = &report.counts;
+    assert_eq!(
+        (c.users_created, c.users_updated, c.users_deactivated, c.users_reactivated),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.users_unchanged, 6);
+    assert_eq!(
+        (c.groups_created, c.groups_updated, c.members_added, c.members_removed),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+    let after = server.get("/scim/v2/Users?count=100").await.body;
+    assert_eq!(before, after, "no version or lastModified moved");
+}
+
+async fn vanished_users_and_denied_members_become_inactive_never_deleted(server: TestServer) {
+    let fake = FakeOkta::start(small_org());
+    let mut body = connection_body(&fake, json!({"denied_users_groups": ["offboarding"]}));
+    body["brake"]["max_deactivate_percent"] = json!(100);
+    let connection = connect(&server, body);
+    assert_eq!(run(&server, &connection, full()).await.status, "succeeded");
+    fake.change(|org| {
+        org.remove_user("00ulead00000000000697");
+        org.add_member("00goffboard00000000697", "00ueng000000000000697");
+    });
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.counts.users_deactivated, 2, "{:?}", report.counts);
+    let lead = user_by_external_id(&server, "00ulead00000000000697").await.expect("kept, not deleted");
+    assert_eq!(lead["active"], false);
+    assert_eq!(lead["emails"][0]["value"], "lena.lead@acme.example", "contact data kept");
+    let engineer = user_by_external_id(&server, "00ueng000000000000697").await.unwrap();
+    assert_eq!(engineer["active"], false, "deny wins");
+    // Back in the source: reactivated.
+    fake.change(|org| org.remove_member("00goffboard00000000697", "00ueng000000000000697"));
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.counts.users_reactivated, 1, "{:?}", report.counts);
+}
+
+async fn a_username_held_by_a_pushed_user_is_a_conflict_and_imported_users_refuse_push_edits(
+    server: TestServer,
+) {
+    let pushed = server.create_user(user_body("erik.eng@acme.example")).await;
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded");
+    assert_eq!(report.conflicts.len(), 1, "{:?}", report.conflicts);
+    assert_eq!(report.conflicts[0]["userName"], "erik.eng@acme.example");
+    assert_eq!(report.conflicts[0]["source_id"], "00ueng000000000000697");
+    let still = server.get(&format!("/scim/v2/Users/{}", pushed["id"].as_str().unwrap())).await;
+    assert_eq!(still.body["name"], pushed["name"], "never overwritten");
+    assert!(still.body.get("externalId").is_none());
+
+    let lead = user_by_external_id(&server, "00ulead00000000000697").await.unwrap();
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "title", "value": "CEO"}]});
+    let refused = server.patch(&format!("/scim/v2/Users/{}", lead["id"].as_str().unwrap()), &patch).await;
+    let detail = refused.assert_error(409, None);
+    assert!(detail.contains("okta-main"), "{detail}");
+    let deleted = server.delete(&format!("/scim/v2/Users/{}", lead["id"].as_str().unwrap())).await;
+    deleted.assert_error(409, None);
+}
+
+async fn the_brake_stops_a_mass_deactivation_until_confirmed(server: TestServer) {
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    assert_eq!(run(&server, &connection, full()).await.status, "succeeded");
+    // The token's role narrowed: the org looks empty. 3 active users vanish, > 50 %.
+    fake.change(|org| {
+        for id in ["00ulead00000000000697", "00ueng000000000000697", "00uoutsider0000000697"] {
+            org.remove_user(id);
+        }
+    });
+    let braked = run(&server, &connection, full()).await;
+    assert_eq!(braked.status, "braked", "{braked:?}");
+    assert_eq!(braked.counts.users_deactivated, 3);
+    assert_eq!(
+        user_by_external_id(&server, "00ulead00000000000697").await.unwrap()["active"],
+        true,
+        "nothing applied"
+    );
+    let confirmed = run(&server, &connection, RunRequest { confirm: true, ..full() }).await;
+    assert_eq!(confirmed.status, "succeeded");
+    assert_eq!(user_by_external_id(&server, "00ulead00000000000697").await.unwrap()["active"], false);
+}
+
+async fn a_dry_run_writes_nothing(server: TestServer) {
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    let report = run(&server, &connection, RunRequest { dry_run: true, ..full() }).await;
+    assert_eq!(report.status, "dry_run");
+    assert_eq!(report.counts.users_created, 6);
+    assert_eq!(server.get("/scim/v2/Users").await.body["totalResults"], 0);
+    assert_eq!(server.get("/scim/v2/Groups").await.body["totalResults"], 0);
+}
+
+async fn a_failure_while_reading_applies_nothing_and_names_the_remedy(server: TestServer) {
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    fake.fail_next("/api/v1/groups", 1, Failure::InvalidToken);
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "failed");
+    let error = report.error.unwrap();
+    assert!(error.contains("API token") && error.contains("Security"), "{error}");
+    assert_eq!(
+        server.get("/scim/v2/Users").await.body["totalResults"],
+        0,
+        "users read before the failure were not applied"
+    );
+}
+
+async fn pages_are_followed_and_rate_limits_waited_out(server: TestServer) {
+    let mut org = Org::empty();
+    for n in 0..450 {
+        org.add_user(Org::user(&format!("00u{n:014}697"), &format!("user{n}@acme.example"), "ACTIVE"));
+    }
+    let fake = FakeOkta::start(org);
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    fake.fail_next("/api/v1/users", 1, Failure::RateLimited);
+    fake.fail_next("/api/v1/groups", 1, Failure::ServerError);
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.counts.users_created, 450);
+    assert_eq!(server.get("/scim/v2/Users").await.body["totalResults"], 450);
+    let listings: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .filter(|p| p.starts_with("/api/v1/users") && !p.contains("filter="))
+        .collect();
+    // One 429, then three pages of at most 200, the later ones by the `after` cursor Okta gave.
+    assert_eq!(listings.len(), 4, "{listings:?}");
+    assert!(listings.iter().all(|p| p.contains("limit=200")), "{listings:?}");
+    assert!(listings.iter().skip(2).all(|p| p.contains("after=")), "{listings:?}");
+    let auth = fake.requests().into_iter().find_map(|r| r.authorization).unwrap();
+    assert!(auth.starts_with("SSWS "), "{auth}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_started_by_the_admin_api_runs_in_the_background_and_is_in_the_history() {
+    let server = TestServer::start(crate::support::Backend::Sqlite).await;
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    let path = format!("/admin/v1/connections/{}/sync", connection.id);
+    let bad = server.admin(reqwest::Method::POST, &path, Some(json!({"mode": "sideways"}))).await;
+    assert!(bad.assert_admin_error(400).contains("mode"));
+    let started = server.admin(reqwest::Method::POST, &path, Some(json!({"mode": "full"}))).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let run_id = started.body["run_id"].as_str().unwrap().to_string();
+    let runs_path = format!("/admin/v1/connections/{}/runs", connection.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        let runs = server.admin(reqwest::Method::GET, &runs_path, None).await;
+        let run = runs.body["items"][0].clone();
+        assert_eq!(run["id"], run_id.as_str());
+        if run["status"] != "running" {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "api");
+    assert_eq!(run["report"]["users"]["created"], 6);
+    server.admin(reqwest::Method::GET, "/admin/v1/connections/nope/runs", None).await.assert_admin_error(404);
+}
