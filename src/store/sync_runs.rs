@@ -126,19 +126,27 @@ pub fn owned_ids(
 pub fn stage_users(conn: &mut DbConn, run_id: &str, connection_id: &str, page: &[MappedUser]) -> Result<()> {
     let ids: Vec<&str> = page.iter().map(|u| u.source_id.as_str()).collect();
     let owned = owned_ids(conn, connection_id, &ids)?;
+    let mut rows = Vec::with_capacity(page.len());
     for user in page {
         let user_id = owned.get(&user.source_id).cloned().unwrap_or_else(|| UserId::generate().0);
         let data = serde_json::to_string(user).map_err(|e| Error::internal("staging a user", e))?;
-        diesel::insert_into(sync_stage_users::table)
-            .values((
-                sync_stage_users::run_id.eq(run_id),
-                sync_stage_users::source_id.eq(&user.source_id),
-                sync_stage_users::user_id.eq(user_id),
-                sync_stage_users::user_name_folded.eq(user.user_name.as_deref().map(fold)),
-                sync_stage_users::created.eq(&user.created),
-                sync_stage_users::data.eq(data),
-            ))
-            .execute(conn)?;
+        rows.push((
+            sync_stage_users::run_id.eq(run_id),
+            sync_stage_users::source_id.eq(user.source_id.as_str()),
+            sync_stage_users::user_id.eq(user_id),
+            sync_stage_users::user_name_folded.eq(user.user_name.as_deref().map(fold)),
+            sync_stage_users::created.eq(user.created.as_str()),
+            sync_stage_users::data.eq(data),
+        ));
+    }
+    // Multi-row INSERT is backend-specific in diesel (no portable form through the enum); one
+    // statement per 100 rows keeps below SQLite's bound-parameter limit.
+    for chunk in rows.chunks(100) {
+        let statement = diesel::insert_into(sync_stage_users::table).values(chunk);
+        match conn {
+            DbConn::Sqlite(c) => statement.execute(c)?,
+            DbConn::Postgres(c) => statement.execute(c)?,
+        };
     }
     Ok(())
 }
@@ -165,20 +173,23 @@ pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Re
     Ok(())
 }
 
-pub fn stage_members(
-    conn: &mut DbConn,
-    run_id: &str,
-    group_source_id: &str,
-    user_source_ids: &[String],
-) -> Result<()> {
-    for user in user_source_ids {
-        diesel::insert_into(sync_stage_members::table)
-            .values((
+pub fn stage_members(conn: &mut DbConn, run_id: &str, group_source_id: &str, user_source_ids: &[String]) -> Result<()> {
+    let rows: Vec<_> = user_source_ids
+        .iter()
+        .map(|user| {
+            (
                 sync_stage_members::run_id.eq(run_id),
                 sync_stage_members::group_source_id.eq(group_source_id),
-                sync_stage_members::user_source_id.eq(user),
-            ))
-            .execute(conn)?;
+                sync_stage_members::user_source_id.eq(user.as_str()),
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(300) {
+        let statement = diesel::insert_into(sync_stage_members::table).values(chunk);
+        match conn {
+            DbConn::Sqlite(c) => statement.execute(c)?,
+            DbConn::Postgres(c) => statement.execute(c)?,
+        };
     }
     Ok(())
 }

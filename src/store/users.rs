@@ -1,6 +1,8 @@
 //! Users: one row in `users` (hot attributes in indexed columns, the resource as JSON) plus
 //! one `user_values` row per other attribute value, kept in step in the same transaction.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
@@ -291,14 +293,13 @@ fn relink_reports(
             .load::<String>(conn)?,
     );
     if let Some(name) = text(resource, "displayName") {
-        candidates.extend(
-            user_values::table
-                .filter(user_values::directory_id.eq(&directory.0))
-                .filter(user_values::attr.eq(MANAGER_NAME_KEY))
-                .filter(user_values::value.eq(index::fold(name)))
-                .select(user_values::user_id)
-                .load::<String>(conn)?,
-        );
+        let by_name: Vec<String> = user_values::table
+            .filter(user_values::directory_id.eq(&directory.0))
+            .filter(user_values::attr.eq(MANAGER_NAME_KEY))
+            .filter(user_values::value.eq(index::fold(name)))
+            .select(user_values::user_id)
+            .load(conn)?;
+        candidates.extend(without_links_by_id(conn, by_name)?);
     }
     candidates.remove(user_id);
     for report in candidates {
@@ -310,6 +311,35 @@ fn relink_reports(
         }
     }
     Ok(())
+}
+
+/// Of reports found by their manager's name, those whose link a new name could change: a
+/// report whose manager `value` is the id it is linked to resolves by that id first, whatever
+/// names arrive (common names would otherwise re-resolve every namesake's reports on each write).
+fn without_links_by_id(conn: &mut DbConn, reports: Vec<String>) -> Result<Vec<String>> {
+    if reports.is_empty() {
+        return Ok(reports);
+    }
+    let mut by_id = std::collections::HashSet::new();
+    for chunk in reports.chunks(500) {
+        let linked: Vec<(String, Option<String>)> = users::table
+            .filter(users::id.eq_any(chunk))
+            .select((users::id, users::manager_id))
+            .load(conn)?;
+        let values: Vec<(String, String)> = user_values::table
+            .filter(user_values::user_id.eq_any(chunk))
+            .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
+            .select((user_values::user_id, user_values::value))
+            .load(conn)?;
+        let values: HashMap<String, String> = values.into_iter().collect();
+        by_id.extend(
+            linked
+                .into_iter()
+                .filter(|(id, manager)| manager.is_some() && values.get(id) == manager.as_ref())
+                .map(|(id, _)| id),
+        );
+    }
+    Ok(reports.into_iter().filter(|id| !by_id.contains(id)).collect())
 }
 
 fn unique_user_name(error: diesel::result::Error, resource: &Stored) -> Error {
@@ -537,6 +567,25 @@ fn user_change<'a>(
         operation,
         details,
     }
+}
+
+/// The stored resources of the live users among `ids`, by id: one query per 500 ids, without
+/// the derived groups and manager name (an importer compares what it would store).
+pub fn stored_resources(conn: &mut DbConn, directory: &DirectoryId, ids: &[&str]) -> Result<HashMap<String, Stored>> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<(String, String)> = users::table
+            .filter(users::directory_id.eq(&directory.0))
+            .filter(users::id.eq_any(chunk))
+            .filter(users::deprovisioned_at.is_null())
+            .select((users::id, users::data))
+            .load(conn)?;
+        for (id, data) in rows {
+            let resource = parse_stored("User", &id, &data)?;
+            found.insert(id, resource);
+        }
+    }
+    Ok(found)
 }
 
 /// A user by id whether live or deprovisioned, with when it was deprovisioned (for directory

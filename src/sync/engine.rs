@@ -198,9 +198,13 @@ impl Run<'_> {
         progress: &Progress,
     ) -> Result<&'static str> {
         let client = self.client(key).await?;
+        let phase = std::time::Instant::now();
         self.read_source(&client, progress).await?;
+        progress(&format!("read the source in {:.1?}", phase.elapsed()));
         // Plan without writing: counts for a dry run and for the brake.
+        let phase = std::time::Instant::now();
         let planned = self.users_pass(false).await?;
+        progress(&format!("planned users in {:.1?}", phase.elapsed()));
         let deactivations = planned.users_deactivated;
         let active = {
             let id = self.connection.id.clone();
@@ -223,8 +227,12 @@ impl Run<'_> {
         }
         self.conflicts.clear();
         self.warnings.retain(|w| w.starts_with("delta"));
+        let phase = std::time::Instant::now();
         self.counts = self.users_pass(true).await?;
+        progress(&format!("applied users in {:.1?}", phase.elapsed()));
+        let phase = std::time::Instant::now();
         self.groups_pass(true).await?;
+        progress(&format!("applied groups in {:.1?}", phase.elapsed()));
         Ok("succeeded")
     }
 
@@ -274,14 +282,8 @@ impl Run<'_> {
         ];
         let mut read = 0usize;
         for listing in listings {
-            let mut pages = Vec::new();
-            client
-                .for_each_page(&listing, |items| {
-                    pages.push(items);
-                    Ok(())
-                })
-                .await?;
-            for items in pages {
+            let mut pager = client.pager(&listing);
+            while let Some(items) = pager.next_page().await? {
                 let mapped: Vec<MappedUser> = items
                     .iter()
                     .filter_map(|u| okta::map_user(u, &username_source))
@@ -289,11 +291,10 @@ impl Run<'_> {
                     .filter(|u| !(settings.skip_staged() && u.status == "STAGED"))
                     .collect();
                 read += items.len();
+                drop(items);
                 progress(&format!("users read: {read}"));
                 let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
-                self.store
-                    .write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped))
-                    .await?;
+                self.store.write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await?;
             }
         }
         let mut groups = Vec::new();
@@ -613,10 +614,11 @@ fn decide_batch(
         staged.iter().filter_map(|s| s.user.manager_source_id.as_deref()).collect();
     let managers = sync_runs::staged_ids(conn, run, &manager_sources)?;
     let normalized = |body: &Value| resource::normalize(&registry.user, body).ok();
+    let ids: Vec<&str> = staged.iter().map(|s| s.user_id.as_str()).collect();
+    let mut stored = users::stored_resources(conn, directory, &ids)?;
     for item in staged {
         let user = &item.user;
-        let current = users::find(conn, directory, &item.user_id)?;
-        let owned = current.as_ref().map(|c| c.resource.clone());
+        let owned = stored.remove(&item.user_id);
         let was_active = owned.as_ref().map(|r| r.get("active").and_then(Value::as_bool).unwrap_or(true));
         let groups: Vec<GroupRef<'_>> = memberships
             .get(&user.source_id)

@@ -366,30 +366,58 @@ impl OktaClient {
         path_and_query: &str,
         mut each: impl FnMut(Vec<Value>) -> Result<()>,
     ) -> Result<usize> {
-        let mut url = format!("{}{path_and_query}", self.org_url);
-        let mut seen = std::collections::HashSet::new();
-        let (mut pages, mut records) = (0usize, 0usize);
-        loop {
-            if !seen.insert(url.clone()) {
-                return Err(Error::Upstream(format!(
-                    "Okta returned the same next link twice ({url}); stopping to avoid a loop"
-                )));
-            }
-            let (items, next) = self.page(&url).await?;
-            pages += 1;
-            records += items.len();
-            if pages > self.caps.max_pages || records > self.caps.max_records {
-                return Err(Error::Upstream(format!(
-                    "the listing passed the configured caps ({} pages, {} records); nothing of this run is applied",
-                    self.caps.max_pages, self.caps.max_records
-                )));
-            }
+        let mut pager = self.pager(path_and_query);
+        while let Some(items) = pager.next_page().await? {
             each(items)?;
-            match next {
-                Some(next) => url = next,
-                None => return Ok(records),
-            }
         }
+        Ok(pager.records)
+    }
+
+    /// Pages of a listing one at a time, for callers that must await between pages (to stage
+    /// each before reading the next, so memory holds one page).
+    pub fn pager(&self, path_and_query: &str) -> Pager<'_> {
+        Pager {
+            client: self,
+            next: Some(format!("{}{path_and_query}", self.org_url)),
+            seen: std::collections::HashSet::new(),
+            pages: 0,
+            records: 0,
+        }
+    }
+}
+
+/// A listing being read; see [`OktaClient::pager`].
+#[derive(Debug)]
+pub struct Pager<'a> {
+    client: &'a OktaClient,
+    next: Option<String>,
+    seen: std::collections::HashSet<String>,
+    pages: usize,
+    pub records: usize,
+}
+
+impl Pager<'_> {
+    /// The next page, or `None` after the last. Stops with an error on a repeated cursor or past
+    /// the caps.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Value>>> {
+        let Some(url) = self.next.take() else { return Ok(None) };
+        if !self.seen.insert(url.clone()) {
+            return Err(Error::Upstream(format!(
+                "Okta returned the same next link twice ({url}); stopping to avoid a loop"
+            )));
+        }
+        let (items, next) = self.client.page(&url).await?;
+        self.pages += 1;
+        self.records += items.len();
+        let caps = self.client.caps;
+        if self.pages > caps.max_pages || self.records > caps.max_records {
+            return Err(Error::Upstream(format!(
+                "the listing passed the configured caps ({} pages, {} records); nothing of this run is applied",
+                caps.max_pages, caps.max_records
+            )));
+        }
+        self.next = next;
+        Ok(Some(items))
     }
 }
 
