@@ -123,6 +123,11 @@ pub enum ConnectionCommand {
         /// <directory>/<name>
         connection: String,
     },
+    /// Check the credentials and every permission the rules need; exit 1 with a remedy per failure.
+    Verify {
+        /// <directory>/<name>
+        connection: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -493,6 +498,29 @@ fn read_connection_file(path: &std::path::Path, name: &str) -> Result<crate::syn
 }
 
 fn connection_command(store: &Store, config: &Config, command: ConnectionCommand) -> Result<()> {
+    if let ConnectionCommand::Verify { connection } = command {
+        let (directory, name) = connection_name(&connection)?;
+        let record =
+            store.read_now(move |conn, _| crate::store::connections::get_by_name(conn, &directory, &name))?;
+        let key = config.secret_key()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal("starting the runtime", e))?;
+        let checks = runtime.block_on(crate::sync::engine::verify(store, key.as_ref(), &record));
+        let failed: Vec<&crate::sync::okta::Check> = checks.iter().filter(|c| c.remedy.is_some()).collect();
+        for check in &checks {
+            match &check.remedy {
+                None => println!("ok: {}", check.what),
+                Some(remedy) => println!("failed: {}: {remedy}", check.what),
+            }
+        }
+        return if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Upstream(format!("{} of {} checks failed", failed.len(), checks.len())))
+        };
+    }
     use crate::store::connections;
     let show = |record: &connections::ConnectionRecord| -> Result<String> {
         let rotated =
@@ -544,6 +572,7 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
             let found = store.read_now(move |conn, _| connections::get_by_name(conn, &directory, &name))?;
             println!("{}", show(&found)?);
         }
+        ConnectionCommand::Verify { .. } => {}
         ConnectionCommand::Delete { connection } => {
             let (directory, name) = connection_name(&connection)?;
             store.write_now(move |conn, _| {

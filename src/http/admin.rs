@@ -78,6 +78,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     .default_service(only("POST")),
             )
             .service(
+                web::resource("/connections/{id}/verify")
+                    .route(web::post().to(verify_connection))
+                    .default_service(only("POST")),
+            )
+            .service(
                 web::resource("/connections/{id}/runs")
                     .route(web::get().to(connection_runs))
                     .default_service(only("GET")),
@@ -481,6 +486,18 @@ async fn sync_connection(
         }
     });
     Ok(ok(StatusCode::ACCEPTED, json!({ "run_id": run_id, "status": "running" })))
+}
+
+/// Checks the connection's credentials and permissions now; 200 either way, with each check.
+async fn verify_connection(state: web::Data<AppState>, _: AdminToken, id: web::Path<String>) -> AdminResult {
+    let connection = state.store.get_connection(id.into_inner()).await?;
+    let checks = crate::sync::engine::verify(&state.store, state.secret_key.as_ref(), &connection).await;
+    let ok_all = checks.iter().all(|c| c.remedy.is_none());
+    let items: Vec<Value> = checks
+        .iter()
+        .map(|c| json!({ "check": c.what, "ok": c.remedy.is_none(), "remedy": c.remedy }))
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "ok": ok_all, "checks": items })))
 }
 
 async fn connection_runs(state: web::Data<AppState>, _: AdminToken, id: web::Path<String>) -> AdminResult {

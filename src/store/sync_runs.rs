@@ -173,7 +173,12 @@ pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Re
     Ok(())
 }
 
-pub fn stage_members(conn: &mut DbConn, run_id: &str, group_source_id: &str, user_source_ids: &[String]) -> Result<()> {
+pub fn stage_members(
+    conn: &mut DbConn,
+    run_id: &str,
+    group_source_id: &str,
+    user_source_ids: &[String],
+) -> Result<()> {
     let rows: Vec<_> = user_source_ids
         .iter()
         .map(|user| {

@@ -322,10 +322,8 @@ fn without_links_by_id(conn: &mut DbConn, reports: Vec<String>) -> Result<Vec<St
     }
     let mut by_id = std::collections::HashSet::new();
     for chunk in reports.chunks(500) {
-        let linked: Vec<(String, Option<String>)> = users::table
-            .filter(users::id.eq_any(chunk))
-            .select((users::id, users::manager_id))
-            .load(conn)?;
+        let linked: Vec<(String, Option<String>)> =
+            users::table.filter(users::id.eq_any(chunk)).select((users::id, users::manager_id)).load(conn)?;
         let values: Vec<(String, String)> = user_values::table
             .filter(user_values::user_id.eq_any(chunk))
             .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
@@ -571,7 +569,11 @@ fn user_change<'a>(
 
 /// The stored resources of the live users among `ids`, by id: one query per 500 ids, without
 /// the derived groups and manager name (an importer compares what it would store).
-pub fn stored_resources(conn: &mut DbConn, directory: &DirectoryId, ids: &[&str]) -> Result<HashMap<String, Stored>> {
+pub fn stored_resources(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    ids: &[&str],
+) -> Result<HashMap<String, Stored>> {
     let mut found = HashMap::new();
     for chunk in ids.chunks(500) {
         let rows: Vec<(String, String)> = users::table

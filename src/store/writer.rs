@@ -80,7 +80,10 @@ fn run(url: &DatabaseUrl, registry: &Registry, jobs: &Receiver<Job>) {
                 // The one writer touches every index of a large write (an import batch: users,
                 // their values, audit rows); a page cache that holds them spares re-reading and
                 // spilling pages mid-transaction. 64 MiB, for this connection only.
-                diesel::connection::SimpleConnection::batch_execute(&mut conn, "PRAGMA cache_size = -65536;")?;
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    "PRAGMA cache_size = -65536;",
+                )?;
                 Ok(conn)
             }) {
                 Ok(conn) => connection = Some(conn),

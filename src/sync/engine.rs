@@ -147,6 +147,8 @@ impl Started {
             counts: Counts::default(),
             conflicts: Vec::new(),
             warnings: self.warnings,
+            changed_batches: Vec::new(),
+            planned_unchanged: 0,
         };
         let outcome = run.execute(key, &self.request, progress).await;
         let (status, error) = match &outcome {
@@ -176,6 +178,33 @@ impl Started {
     }
 }
 
+/// `connection verify`: builds the client from the stored credentials and runs its checks. A
+/// connection that cannot even build a client (no key, no token) fails as one check.
+pub async fn verify(
+    store: &Store,
+    key: Option<&SecretKey>,
+    connection: &ConnectionRecord,
+) -> Vec<okta::Check> {
+    let run = Run {
+        store,
+        connection,
+        run_id: String::new(),
+        actor: Actor::System,
+        counts: Counts::default(),
+        conflicts: Vec::new(),
+        warnings: Vec::new(),
+        changed_batches: Vec::new(),
+        planned_unchanged: 0,
+    };
+    match run.client(key).await {
+        Ok(client) => client.verify(connection.config.rules.app_id.as_deref()).await,
+        Err(error) => vec![okta::Check {
+            what: "open the connection's credentials".into(),
+            remedy: Some(error.to_string()),
+        }],
+    }
+}
+
 struct Run<'a> {
     store: &'a Store,
     connection: &'a ConnectionRecord,
@@ -184,6 +213,10 @@ struct Run<'a> {
     counts: Counts,
     conflicts: Vec<Value>,
     warnings: Vec<String>,
+    /// From the plan pass: where each batch with changes starts, and how many of its users
+    /// were unchanged then.
+    changed_batches: Vec<(Option<String>, u64)>,
+    planned_unchanged: u64,
 }
 
 fn config(connection: &ConnectionRecord) -> &Connection {
@@ -225,8 +258,6 @@ impl Run<'_> {
             tracing::warn!(connection = %self.connection.id, deactivations, active, "sync brake tripped");
             return Ok("braked");
         }
-        self.conflicts.clear();
-        self.warnings.retain(|w| w.starts_with("delta"));
         let phase = std::time::Instant::now();
         self.counts = self.users_pass(true).await?;
         progress(&format!("applied users in {:.1?}", phase.elapsed()));
@@ -294,7 +325,9 @@ impl Run<'_> {
                 drop(items);
                 progress(&format!("users read: {read}"));
                 let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
-                self.store.write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await?;
+                self.store
+                    .write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped))
+                    .await?;
             }
         }
         let mut groups = Vec::new();
@@ -395,30 +428,59 @@ impl Run<'_> {
             let run = self.run_id.clone();
             self.store.read(move |conn, _| sync_runs::collision_losers(conn, &run)).await?
         };
-        let mut after: Option<String> = None;
-        loop {
+        // The plan pass walks every batch and notes where those with changes start; the apply
+        // pass revisits only those, so a run with nothing to change reads the stage once.
+        let starts: Vec<Option<String>> = if apply {
+            self.changed_batches.iter().map(|(start, _)| start.clone()).collect()
+        } else {
+            self.changed_batches.clear();
+            vec![None]
+        };
+        let mut pending = starts.into_iter();
+        let mut after = pending.next();
+        while let Some(cursor) = after.take() {
             let (run, connection, directory) =
                 (self.run_id.clone(), self.connection.id.clone(), self.connection.directory_id.clone());
             let (rules, losers, actor) = (user_rules.clone(), losers.clone(), self.actor.clone());
-            let cursor = after.clone();
+            let start = cursor.clone();
             let batch = move |conn: &mut crate::store::DbConn, registry: &Registry| {
-                let staged = sync_runs::staged_users(conn, &run, cursor.as_deref(), BATCH)?;
+                let staged = sync_runs::staged_users(conn, &run, start.as_deref(), BATCH)?;
                 let mut outcome =
                     decide_batch(conn, registry, &run, &connection, &directory, &staged, &rules, &losers)?;
+                let planned_conflicts = outcome.conflicts.len();
                 if apply {
                     apply_batch(conn, registry, &directory, &connection, &actor, &mut outcome)?;
                 }
-                Ok((staged.last().map(|s| s.user.source_id.clone()), outcome))
+                Ok((staged.last().map(|s| s.user.source_id.clone()), outcome, planned_conflicts))
             };
-            let (last, outcome) =
+            let (last, outcome, planned_conflicts) =
                 if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
             tally(&mut counts, &outcome);
-            self.conflicts.extend(outcome.conflicts.iter().cloned());
-            self.warnings.extend(outcome.warnings.iter().cloned());
-            match last {
-                Some(last) => after = Some(last),
-                None => break,
+            if apply {
+                // The plan pass reported the rest; only what applying found is new.
+                self.conflicts.extend(outcome.conflicts.iter().skip(planned_conflicts).cloned());
+                after = pending.next();
+            } else {
+                self.conflicts.extend(outcome.conflicts.iter().cloned());
+                self.warnings.extend(outcome.warnings.iter().cloned());
+                if outcome
+                    .decisions
+                    .iter()
+                    .any(|(_, d, _)| matches!(d, Decision::Create(_) | Decision::Update(_)))
+                {
+                    let unchanged =
+                        outcome.decisions.iter().filter(|(_, d, _)| *d == Decision::Unchanged).count();
+                    self.changed_batches.push((cursor, unchanged as u64));
+                }
+                after = last.map(Some);
             }
+        }
+        if apply {
+            // Batches without changes were not revisited: their users count as the plan saw them.
+            let revisited: u64 = self.changed_batches.iter().map(|(_, unchanged)| unchanged).sum();
+            counts.users_unchanged += self.planned_unchanged.saturating_sub(revisited);
+        } else {
+            self.planned_unchanged = counts.users_unchanged;
         }
         // Owned users the source no longer lists: inactive, never deleted (rule 1).
         let mut after: Option<String> = None;

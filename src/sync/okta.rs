@@ -248,7 +248,7 @@ fn remedy(status: u16, code: &str, summary: &str, headers: &HeaderMap) -> Error 
                 format!("Okta refused the request ({code} {summary})")
             }
         }
-        (404, _) => format!("Okta answered not found ({code} {summary}); check org_url and app_id"),
+        (404, _) => format!("Okta answered not found ({code} {summary}): check org_url, and that app_id names an app of this org"),
         _ => format!("Okta answered {status} ({code} {summary})"),
     };
     Error::Upstream(detail)
@@ -383,6 +383,37 @@ impl OktaClient {
             pages: 0,
             records: 0,
         }
+    }
+}
+
+/// One check of `connection verify`: what was tried and, when it failed, what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub what: String,
+    pub remedy: Option<String>,
+}
+
+impl OktaClient {
+    /// Tries, with one small request each, everything the rules need: reading users, groups
+    /// and group members, and the app's assignments when `app_id` is set.
+    pub async fn verify(&self, app_id: Option<&str>) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let mut probe = |what: &str, outcome: Result<()>| {
+            checks.push(Check { what: what.to_string(), remedy: outcome.err().map(|e| e.to_string()) });
+        };
+        probe("read users (okta.users.read)", self.probe("/api/v1/users?limit=1").await);
+        probe("read groups (okta.groups.read)", self.probe("/api/v1/groups?limit=1").await);
+        if let Some(app) = app_id {
+            probe(
+                &format!("read the assignments of app {app} (okta.apps.read)"),
+                self.probe(&format!("/api/v1/apps/{app}/users?limit=1")).await,
+            );
+        }
+        checks
+    }
+
+    async fn probe(&self, path_and_query: &str) -> Result<()> {
+        self.page(&format!("{}{path_and_query}", self.org_url)).await.map(|_| ())
     }
 }
 

@@ -25,7 +25,11 @@ fn main() {
         return; // `cargo test --all-targets` builds benches and runs them without --bench.
     }
     let value = |name: &str, default: &str| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.into())
     };
     let users: usize = value("--users", "100000").parse().unwrap();
     let groups: usize = value("--groups", "2000").parse().unwrap();
@@ -37,10 +41,19 @@ fn main() {
     org.limits = if okta_limits {
         RateLimits { users_list: 600, groups: 500, apps: 100, other: 1200, window: Duration::from_secs(60) }
     } else {
-        RateLimits { users_list: u32::MAX, groups: u32::MAX, apps: u32::MAX, other: u32::MAX, window: Duration::from_secs(60) }
+        RateLimits {
+            users_list: u32::MAX,
+            groups: u32::MAX,
+            apps: u32::MAX,
+            other: u32::MAX,
+            window: Duration::from_secs(60),
+        }
     };
     let fake = FakeOkta::start(org);
-    eprintln!("generated {users} users, {groups} groups, {memberships} memberships in {:.1?}", started.elapsed());
+    eprintln!(
+        "generated {users} users, {groups} groups, {memberships} memberships in {:.1?}",
+        started.elapsed()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("import.db").display());
@@ -64,13 +77,17 @@ fn main() {
         "brake": {"max_deactivate_percent": 100}
     });
     std::fs::write(dir.path().join("okta.json"), config.to_string()).unwrap();
-    assert!(scimd(&["connection", "create", "acme", "okta", "--config", "okta.json"]).status().unwrap().success());
+    assert!(scimd(&["connection", "create", "acme", "okta", "--config", "okta.json"])
+        .status()
+        .unwrap()
+        .success());
 
     println!("| run | users | groups | memberships | seconds | peak RSS MiB | created | unchanged | members added | requests |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for label in ["first full run", "second full run, no change"] {
         let requests_before = fake.requests().len();
-        let (seconds, rss, report) = timed(scimd(&["sync", "run", "acme/okta", "--full", "--json"]), dir.path());
+        let (seconds, rss, report) =
+            timed(scimd(&["sync", "run", "acme/okta", "--full", "--json"]), dir.path());
         let requests = fake.requests().len() - requests_before;
         println!(
             "| {label} | {users} | {groups} | {memberships} | {seconds:.1} | {rss} | {} | {} | {} | {requests} |",

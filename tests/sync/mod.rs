@@ -1,2 +1,3 @@
 mod fake_okta;
 mod okta_import;
+mod okta_verify;
