@@ -532,12 +532,13 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
         ConnectionCommand::Create { directory, name, config: file } => {
             let parsed = read_connection_file(&file, &name)?;
             let key = config.secret_key()?;
+            let slug = directory.clone();
             let created = store.write_now(move |conn, _| {
-                connections::create(conn, &Actor::Cli, key.as_ref(), &directory, parsed)
+                connections::create(conn, &Actor::Cli, key.as_ref(), &slug, parsed)
             })?;
             println!("{}", created.id);
             eprintln!(
-                "created connection '{}' ({}); check it with: scimd connection show <directory>/{}",
+                "created connection '{}' ({}); check it with: scimd connection verify {directory}/{}",
                 created.config.name,
                 created.config.kind.as_str(),
                 created.config.name

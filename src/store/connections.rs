@@ -235,6 +235,25 @@ pub fn delete(conn: &mut DbConn, actor: &Actor, id: &str) -> Result<()> {
     audit::record(conn, actor, change(&current.directory_id, id, "delete", details))
 }
 
+/// Rule 7 of the pull-sync contract: a record a connection imported (`owner`) changes only
+/// through that connection. SCIM push and other connections get a 409 naming the owner; the
+/// operator's CLI may.
+pub fn check_owner(conn: &mut DbConn, actor: &Actor, owner: Option<String>, what: &str) -> Result<()> {
+    let Some(owner) = owner else { return Ok(()) };
+    match actor {
+        Actor::Importer { connection, .. } if *connection == owner => Ok(()),
+        Actor::Cli | Actor::System => Ok(()),
+        _ => {
+            let name: Option<String> =
+                connections::table.find(&owner).select(connections::name).first(conn).optional()?;
+            Err(Error::Conflict(format!(
+                "this {what} is imported by the connection '{}' and changes only there (pull sync owns it)",
+                name.unwrap_or(owner)
+            )))
+        }
+    }
+}
+
 impl Store {
     pub async fn create_connection(
         &self,

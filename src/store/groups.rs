@@ -313,14 +313,7 @@ pub fn delete(
 /// Rule 7 of the pull-sync contract, as for users: an imported group is its connection's.
 fn check_owner(conn: &mut DbConn, actor: &Actor, id: &str) -> Result<()> {
     let owner: Option<String> = groups::table.find(id).select(groups::source_connection).first(conn)?;
-    let Some(owner) = owner else { return Ok(()) };
-    match actor {
-        Actor::Importer { connection, .. } if *connection == owner => Ok(()),
-        Actor::Cli | Actor::System => Ok(()),
-        _ => Err(Error::Conflict(format!(
-            "this group is imported by a pull-sync connection ({owner}) and changes only there"
-        ))),
-    }
+    super::connections::check_owner(conn, actor, owner, "group")
 }
 
 /// The group a connection imported from `source_id`, if any.

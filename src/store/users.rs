@@ -534,22 +534,7 @@ pub fn delete(
 /// change. SCIM push gets a 409 that names the owner; another connection is refused alike.
 fn check_owner(conn: &mut DbConn, actor: &Actor, id: &str) -> Result<()> {
     let owner: Option<String> = users::table.find(id).select(users::source_connection).first(conn)?;
-    let Some(owner) = owner else { return Ok(()) };
-    match actor {
-        Actor::Importer { connection, .. } if *connection == owner => Ok(()),
-        Actor::Cli | Actor::System => Ok(()),
-        _ => {
-            let name: Option<String> = super::schema::connections::table
-                .find(&owner)
-                .select(super::schema::connections::name)
-                .first(conn)
-                .optional()?;
-            Err(Error::Conflict(format!(
-                "this user is imported by the connection '{}' and changes only there (pull sync owns it)",
-                name.unwrap_or(owner)
-            )))
-        }
-    }
+    super::connections::check_owner(conn, actor, owner, "user")
 }
 
 fn user_change<'a>(
