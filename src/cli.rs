@@ -522,12 +522,6 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
         };
     }
     use crate::store::connections;
-    let show = |record: &connections::ConnectionRecord| -> Result<String> {
-        let rotated =
-            |name: &str| record.secrets.iter().find(|s| s.name == name).map(|s| format_millis(s.rotated_at));
-        serde_json::to_string_pretty(&record.config.shown(&rotated))
-            .map_err(|e| Error::internal("showing", e))
-    };
     match command {
         ConnectionCommand::Create { directory, name, config: file } => {
             let parsed = read_connection_file(&file, &name)?;
@@ -571,7 +565,10 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
         ConnectionCommand::Show { connection } => {
             let (directory, name) = connection_name(&connection)?;
             let found = store.read_now(move |conn, _| connections::get_by_name(conn, &directory, &name))?;
-            println!("{}", show(&found)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&found.shown()).map_err(|e| Error::internal("showing", e))?
+            );
         }
         ConnectionCommand::Verify { .. } => {}
         ConnectionCommand::Delete { connection } => {

@@ -359,7 +359,13 @@ async fn issue_key(
     if let Value::Object(fields) = &mut body {
         fields.insert("token".into(), Value::String(issued.token.secret.clone()));
     }
-    Ok(ok(StatusCode::CREATED, body).customize_no_store())
+    let mut response = ok(StatusCode::CREATED, body);
+    // A response carrying a secret must not be kept by any cache (RFC 9111 §5.2.2.5).
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 async fn list_keys(state: web::Data<AppState>, _: AdminToken, slug: web::Path<String>) -> AdminResult {
@@ -381,9 +387,7 @@ async fn revoke_key(state: web::Data<AppState>, admin: AdminToken, id: web::Path
 /// A connection as shown: the contract's JSON with each secret as `{"set", "rotated_at"}`, plus
 /// its id and times.
 fn connection_json(record: &ConnectionRecord) -> Value {
-    let rotated =
-        |name: &str| record.secrets.iter().find(|s| s.name == name).map(|s| format_millis(s.rotated_at));
-    let mut shown = record.config.shown(&rotated);
+    let mut shown = record.shown();
     if let Value::Object(fields) = &mut shown {
         fields.insert("id".into(), json!(record.id));
         fields.insert("directory_id".into(), json!(record.directory_id));
@@ -566,19 +570,4 @@ fn entry_json(entry: &audit::Entry) -> Value {
         "operation": entry.operation,
         "details": entry.details,
     })
-}
-
-trait NoStore {
-    fn customize_no_store(self) -> HttpResponse;
-}
-
-impl NoStore for HttpResponse {
-    /// A response carrying a secret must not be kept by any cache (RFC 9111 §5.2.2.5).
-    fn customize_no_store(mut self) -> HttpResponse {
-        self.headers_mut().insert(
-            actix_web::http::header::CACHE_CONTROL,
-            actix_web::http::header::HeaderValue::from_static("no-store"),
-        );
-        self
-    }
 }

@@ -41,6 +41,19 @@ pub struct ConnectionRecord {
     pub secrets: Vec<secrets::SecretStatus>,
 }
 
+impl ConnectionRecord {
+    /// The contract's JSON with each secret as `{"set", "rotated_at"}`: what may be shown.
+    pub fn shown(&self) -> serde_json::Value {
+        let rotated = |name: &str| {
+            self.secrets
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| crate::scim::index::format_millis(s.rotated_at))
+        };
+        self.config.shown(&rotated)
+    }
+}
+
 fn record(conn: &mut DbConn, row: ConnectionRow) -> Result<ConnectionRecord> {
     let secrets = secrets::statuses(conn, &row.id)?;
     Ok(ConnectionRecord {
@@ -210,12 +223,14 @@ pub fn update(
     let rotated = store_secrets(conn, key, &current.directory_id, id, taken)?;
     // A changed auth method needs its own secret; an old method's secret is dropped.
     let needed = config.secret_names();
+    let mut have = Vec::new();
     for status in secrets::statuses(conn, id)? {
-        if !needed.contains(&status.name.as_str()) {
+        if needed.contains(&status.name.as_str()) {
+            have.push(status.name);
+        } else {
             secrets::delete(conn, id, &status.name)?;
         }
     }
-    let have: Vec<String> = secrets::statuses(conn, id)?.into_iter().map(|s| s.name).collect();
     if let Some(missing) = needed.iter().find(|n| !have.iter().any(|h| h == *n)) {
         return Err(Error::InvalidValue(format!(
             "connection '{missing}': the new auth method needs this credential"

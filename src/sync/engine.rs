@@ -185,18 +185,7 @@ pub async fn verify(
     key: Option<&SecretKey>,
     connection: &ConnectionRecord,
 ) -> Vec<okta::Check> {
-    let run = Run {
-        store,
-        connection,
-        run_id: String::new(),
-        actor: Actor::System,
-        counts: Counts::default(),
-        conflicts: Vec::new(),
-        warnings: Vec::new(),
-        changed_batches: Vec::new(),
-        planned_unchanged: 0,
-    };
-    match run.client(key).await {
+    match okta_client(store, key, connection).await {
         Ok(client) => client.verify(connection.config.rules.app_id.as_deref()).await,
         Err(error) => vec![okta::Check {
             what: "open the connection's credentials".into(),
@@ -219,6 +208,41 @@ struct Run<'a> {
     planned_unchanged: u64,
 }
 
+/// The Okta client of a connection, with its token opened by the server key.
+async fn okta_client(
+    store: &Store,
+    key: Option<&SecretKey>,
+    connection: &ConnectionRecord,
+) -> Result<OktaClient> {
+    let settings = &connection.config;
+    let okta = settings
+        .okta
+        .as_ref()
+        .ok_or_else(|| Error::Upstream("this connection has no okta settings".into()))?;
+    match &okta.auth {
+        OktaAuth::ApiToken { .. } => {}
+        OktaAuth::PrivateKeyJwt { .. } => {
+            return Err(Error::Upstream(
+                "private_key_jwt connections cannot run yet; use an api_token connection for now".into(),
+            ))
+        }
+    }
+    let key = key.cloned().ok_or_else(|| {
+        Error::Upstream(
+            "this server has no secret key (SCIMD_SECRET_KEY), so it cannot open the connection's token"
+                .into(),
+        )
+    })?;
+    let owner = connection.id.clone();
+    let token = store
+        .read(move |conn, _| secrets::reveal(conn, &key, &owner, "okta.auth.token"))
+        .await?
+        .ok_or_else(|| Error::Upstream("the connection's API token is not set".into()))?;
+    let token =
+        String::from_utf8(token).map_err(|_| Error::Upstream("the stored API token is not text".into()))?;
+    OktaClient::new(&okta.org_url, &token, 0.5, Caps::default())
+}
+
 fn config(connection: &ConnectionRecord) -> &Connection {
     &connection.config
 }
@@ -230,7 +254,7 @@ impl Run<'_> {
         request: &RunRequest,
         progress: &Progress,
     ) -> Result<&'static str> {
-        let client = self.client(key).await?;
+        let client = okta_client(self.store, key, self.connection).await?;
         let phase = std::time::Instant::now();
         self.read_source(&client, progress).await?;
         progress(&format!("read the source in {:.1?}", phase.elapsed()));
@@ -265,37 +289,6 @@ impl Run<'_> {
         self.groups_pass(true).await?;
         progress(&format!("applied groups in {:.1?}", phase.elapsed()));
         Ok("succeeded")
-    }
-
-    async fn client(&self, key: Option<&SecretKey>) -> Result<OktaClient> {
-        let settings = config(self.connection);
-        let okta = settings
-            .okta
-            .as_ref()
-            .ok_or_else(|| Error::Upstream("this connection has no okta settings".into()))?;
-        match &okta.auth {
-            OktaAuth::ApiToken { .. } => {}
-            OktaAuth::PrivateKeyJwt { .. } => {
-                return Err(Error::Upstream(
-                    "private_key_jwt connections cannot run yet; use an api_token connection for now".into(),
-                ))
-            }
-        }
-        let key = key.cloned().ok_or_else(|| {
-            Error::Upstream(
-                "this server has no secret key (SCIMD_SECRET_KEY), so it cannot open the connection's token"
-                    .into(),
-            )
-        })?;
-        let owner = self.connection.id.clone();
-        let token = self
-            .store
-            .read(move |conn, _| secrets::reveal(conn, &key, &owner, "okta.auth.token"))
-            .await?
-            .ok_or_else(|| Error::Upstream("the connection's API token is not set".into()))?;
-        let token = String::from_utf8(token)
-            .map_err(|_| Error::Upstream("the stored API token is not text".into()))?;
-        OktaClient::new(&okta.org_url, &token, 0.5, Caps::default())
     }
 
     /// Reads users, groups and the memberships the rules need into the stage.
@@ -353,11 +346,8 @@ impl Run<'_> {
                     &types,
                     &settings.rules.group_prefixes,
                 ) && app_groups.as_ref().is_none_or(|ids| ids.contains(&g.source_id));
-                let judged = named.iter().any(|list| {
-                    list.iter().any(|n| {
-                        *n == g.source_id || crate::scim::index::fold(n) == crate::scim::index::fold(&g.name)
-                    })
-                });
+                let group = GroupRef { id: &g.source_id, name: &g.name };
+                let judged = named.iter().any(|list| list.iter().any(|n| rules::names_group(n, &group)));
                 imported || judged
             })
             .collect();

@@ -46,7 +46,8 @@ pub struct GroupRef<'a> {
     pub name: &'a str,
 }
 
-fn names_group(named: &str, group: &GroupRef<'_>) -> bool {
+/// Whether a group named in the rules (by id, or by name case-insensitively) is `group`.
+pub fn names_group(named: &str, group: &GroupRef<'_>) -> bool {
     named == group.id || fold(named) == fold(group.name)
 }
 
