@@ -17,6 +17,7 @@ pub mod migrate;
 pub mod rows;
 pub mod schema;
 pub mod secrets;
+pub mod source_mirror;
 pub mod sync_runs;
 pub mod usage;
 pub mod users;

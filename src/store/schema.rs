@@ -156,6 +156,26 @@ diesel::table! {
         source_id -> Text,
         name -> Text,
         group_type -> Text,
+        changed -> Bool,
+        members_read -> Bool,
+    }
+}
+
+diesel::table! {
+    sync_source_groups (connection_id, source_id) {
+        connection_id -> Text,
+        source_id -> Text,
+        name -> Text,
+        group_type -> Text,
+        members_read -> Bool,
+    }
+}
+
+diesel::table! {
+    sync_source_members (connection_id, group_source_id, user_source_id) {
+        connection_id -> Text,
+        group_source_id -> Text,
+        user_source_id -> Text,
     }
 }
 
@@ -194,6 +214,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_stage_users,
     sync_stage_groups,
     sync_stage_members,
+    sync_source_groups,
+    sync_source_members,
     users,
     user_values,
     groups,

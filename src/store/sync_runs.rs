@@ -94,14 +94,14 @@ pub fn list(conn: &mut DbConn, connection_id: &str, limit: i64) -> Result<Vec<Ru
         .load(conn)?)
 }
 
-/// Whether any run of the connection has succeeded (the first run is always full).
-pub fn has_succeeded(conn: &mut DbConn, connection_id: &str) -> Result<bool> {
-    let n: i64 = sync_runs::table
+/// When the connection's last successful run started (`None` before its first: that run is
+/// always full). Dry runs never succeed, so they do not count.
+pub fn last_success_started(conn: &mut DbConn, connection_id: &str) -> Result<Option<i64>> {
+    Ok(sync_runs::table
         .filter(sync_runs::connection_id.eq(connection_id))
         .filter(sync_runs::status.eq("succeeded"))
-        .count()
-        .get_result(conn)?;
-    Ok(n > 0)
+        .select(diesel::dsl::max(sync_runs::started_at))
+        .first::<Option<i64>>(conn)?)
 }
 
 /// The scimd ids of the users a connection owns, by source id.
@@ -157,6 +157,11 @@ pub struct StagedGroup {
     pub source_id: String,
     pub name: String,
     pub group_type: String,
+    /// Read from the source by this run; a delta run also stages the groups it did not re-read,
+    /// copied from the connection's mirror (`source_mirror`), with `changed` false.
+    pub changed: bool,
+    /// Whether its members were read (only for groups the rules import or name).
+    pub members_read: bool,
 }
 
 pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Result<()> {
@@ -167,6 +172,8 @@ pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Re
                 sync_stage_groups::source_id.eq(&group.source_id),
                 sync_stage_groups::name.eq(&group.name),
                 sync_stage_groups::group_type.eq(&group.group_type),
+                sync_stage_groups::changed.eq(group.changed),
+                sync_stage_groups::members_read.eq(group.members_read),
             ))
             .execute(conn)?;
     }
@@ -203,10 +210,22 @@ pub fn staged_groups(conn: &mut DbConn, run_id: &str) -> Result<Vec<StagedGroup>
     Ok(sync_stage_groups::table
         .filter(sync_stage_groups::run_id.eq(run_id))
         .order(sync_stage_groups::source_id.asc())
-        .select((sync_stage_groups::source_id, sync_stage_groups::name, sync_stage_groups::group_type))
-        .load::<(String, String, String)>(conn)?
+        .select((
+            sync_stage_groups::source_id,
+            sync_stage_groups::name,
+            sync_stage_groups::group_type,
+            sync_stage_groups::changed,
+            sync_stage_groups::members_read,
+        ))
+        .load::<(String, String, String, bool, bool)>(conn)?
         .into_iter()
-        .map(|(source_id, name, group_type)| StagedGroup { source_id, name, group_type })
+        .map(|(source_id, name, group_type, changed, members_read)| StagedGroup {
+            source_id,
+            name,
+            group_type,
+            changed,
+            members_read,
+        })
         .collect())
 }
 
@@ -239,6 +258,23 @@ pub fn staged_users(
             Ok(StagedUser { user_id, user })
         })
         .collect()
+}
+
+/// The staged users among `source_ids`.
+pub fn staged_by_source(conn: &mut DbConn, run_id: &str, source_ids: &[&str]) -> Result<Vec<StagedUser>> {
+    let mut staged = Vec::new();
+    for chunk in source_ids.chunks(500) {
+        let rows: Vec<(String, String)> = sync_stage_users::table
+            .filter(sync_stage_users::run_id.eq(run_id))
+            .filter(sync_stage_users::source_id.eq_any(chunk))
+            .select((sync_stage_users::user_id, sync_stage_users::data))
+            .load(conn)?;
+        for (user_id, data) in rows {
+            let user = serde_json::from_str(&data).map_err(|e| Error::internal("a staged user", e))?;
+            staged.push(StagedUser { user_id, user });
+        }
+    }
+    Ok(staged)
 }
 
 /// The staged groups each of `user_source_ids` is a member of, as (group source id, name).

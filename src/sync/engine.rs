@@ -23,12 +23,14 @@ use crate::scim::schema::{Registry, GROUP_SCHEMA};
 use crate::store::audit::Actor;
 use crate::store::connections::ConnectionRecord;
 use crate::store::sync_runs::{self, StagedGroup, StagedUser};
-use crate::store::{groups, secrets, users, Store};
+use crate::store::{groups, secrets, source_mirror, users, Store};
 
 /// Users planned or applied per transaction.
 const BATCH: i64 = 500;
 /// Okta's page size for users and groups (its maximum for users).
 const PAGE: usize = 200;
+/// Users asked for by id in one request (`id eq "…" or …`): keeps the URL near 2 KB.
+const AFFECTED_PER_REQUEST: usize = 40;
 
 /// How a run was asked for.
 #[derive(Debug, Clone)]
@@ -91,30 +93,86 @@ pub type Progress = dyn Fn(&str) + Send + Sync;
 pub struct Started {
     pub run_id: String,
     request: RunRequest,
+    mode: Mode,
     warnings: Vec<String>,
 }
 
-/// Records a new run of `connection`. The first run of a connection is always full.
-pub async fn start(store: &Store, connection: &ConnectionRecord, request: RunRequest) -> Result<Started> {
-    let connection_id = connection.id.clone();
-    let had_success = {
-        let id = connection_id.clone();
-        store.read(move |conn, _| sync_runs::has_succeeded(conn, &id)).await?
-    };
-    let mut warnings = Vec::new();
-    if !request.full && had_success {
-        // Delta reading is not built yet: every run reads everything, which is always correct.
-        warnings.push("delta runs are not available yet; this run read the whole source".to_string());
-    }
-    let run_id = {
-        let (trigger, dry_run) = (request.trigger, request.dry_run);
-        store.write(move |conn, _| sync_runs::start(conn, &connection_id, trigger, MODE, dry_run)).await?
-    };
-    Ok(Started { run_id, request, warnings })
+/// What a run reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// Everything: the only way to see records deleted in the source.
+    Full,
+    /// What changed since `since` (Okta's clock, `lastUpdated` format, overlap already applied).
+    Delta { since: String },
 }
 
-/// Every run reads the whole source for now (see [`start`]).
-const MODE: &str = "full";
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Delta { .. } => "delta",
+        }
+    }
+}
+
+/// How far a delta run reaches back before where the last successful run began reading: covers
+/// clock skew and writes in flight in Okta when that run read (`okta-api.md` §8).
+const DELTA_OVERLAP_SECS: i64 = 5 * 60;
+
+/// Okta's timestamp format (`2026-03-01T08:00:00.000Z`), which `lastUpdated gt` compares with.
+fn okta_timestamp(seconds: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(seconds, 0).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+/// Where a delta run starts: the stored watermark less the overlap.
+fn delta_since(watermark: &str) -> Option<String> {
+    let at = chrono::DateTime::parse_from_rfc3339(watermark).ok()?;
+    okta_timestamp(at.timestamp() - DELTA_OVERLAP_SECS)
+}
+
+/// Records a new run of `connection`. A run is delta unless asked to be full, except the first
+/// run of a connection, the first after its settings changed, and runs limited to an app's
+/// assignments: those read everything.
+pub async fn start(store: &Store, connection: &ConnectionRecord, request: RunRequest) -> Result<Started> {
+    let connection_id = connection.id.clone();
+    let last_success = {
+        let id = connection_id.clone();
+        store.read(move |conn, _| sync_runs::last_success_started(conn, &id)).await?
+    };
+    let mut warnings = Vec::new();
+    let mode = match (request.full, last_success, connection.delta_state.as_deref()) {
+        (true, _, _) | (false, None, _) | (false, _, None) => Mode::Full,
+        (false, Some(at), _) if connection.updated_at > at => {
+            warnings.push(
+                "the connection's settings changed since its last successful run, so this run read the whole source"
+                    .to_string(),
+            );
+            Mode::Full
+        }
+        (false, Some(_), Some(_)) if connection.config.rules.app_id.is_some() => {
+            warnings.push(
+                "a connection limited to an app's assignments reads the whole source on every run: Okta offers no \
+                 change listing for app assignments"
+                    .to_string(),
+            );
+            Mode::Full
+        }
+        (false, Some(_), Some(watermark)) => {
+            match delta_since(watermark) {
+                Some(since) => Mode::Delta { since },
+                None => {
+                    warnings.push(format!("the stored delta position '{watermark}' is unreadable; this run read the whole source"));
+                    Mode::Full
+                }
+            }
+        }
+    };
+    let run_id = {
+        let (trigger, dry_run, name) = (request.trigger, request.dry_run, mode.name());
+        store.write(move |conn, _| sync_runs::start(conn, &connection_id, trigger, name, dry_run)).await?
+    };
+    Ok(Started { run_id, request, mode, warnings })
+}
 
 /// Runs a connection once: [`start`], then [`Started::execute`].
 pub async fn run(
@@ -149,26 +207,41 @@ impl Started {
             warnings: self.warnings,
             changed_batches: Vec::new(),
             planned_unchanged: 0,
+            mode: self.mode.clone(),
+            watermark: None,
         };
         let outcome = run.execute(key, &self.request, progress).await;
         let (status, error) = match &outcome {
             Ok(status) => (*status, None),
             Err(error) => ("failed", Some(error.to_string())),
         };
+        let mode = self.mode.name();
         let report = Report {
             run_id: run_id.clone(),
             status,
-            mode: MODE,
+            mode,
             counts: run.counts.clone(),
             conflicts: run.conflicts.clone(),
             warnings: run.warnings.clone(),
             error,
         };
         let body = report.to_json();
-        let full_succeeded = status == "succeeded";
-        store.write(move |conn, _| sync_runs::finish(conn, &run_id, status, &body, full_succeeded)).await?;
+        let succeeded = status == "succeeded";
+        let full = self.mode == Mode::Full;
+        let watermark = run.watermark.clone();
+        let id = connection_id.clone();
+        store
+            .write(move |conn, _| {
+                // The mirror and the delta position move with the run that read them, in one
+                // transaction with its end: a run cut short leaves both as the last good run saw them.
+                if succeeded {
+                    source_mirror::advance(conn, &id, &run_id, full, watermark.as_deref())?;
+                }
+                sync_runs::finish(conn, &run_id, status, &body, full && succeeded)
+            })
+            .await?;
         tracing::info!(
-            connection = %connection_id, run = %report.run_id, status, mode = MODE,
+            connection = %connection_id, run = %report.run_id, status, mode,
             created = report.counts.users_created, updated = report.counts.users_updated,
             deactivated = report.counts.users_deactivated, reactivated = report.counts.users_reactivated,
             unchanged = report.counts.users_unchanged, conflicts = report.conflicts.len(),
@@ -206,6 +279,9 @@ struct Run<'a> {
     /// were unchanged then.
     changed_batches: Vec<(Option<String>, u64)>,
     planned_unchanged: u64,
+    mode: Mode,
+    /// Where the next delta run starts: Okta's clock when this run began reading.
+    watermark: Option<String>,
 }
 
 /// The Okta client of a connection, with its token opened by the server key.
@@ -291,41 +367,48 @@ impl Run<'_> {
         Ok("succeeded")
     }
 
-    /// Reads users, groups and the memberships the rules need into the stage.
+    /// Reads users, groups and the memberships the rules need into the stage. A delta run reads
+    /// what changed, then the users whose memberships of the groups the rules name changed, then
+    /// completes the stage from the connection's mirror.
     async fn read_source(&mut self, client: &OktaClient, progress: &Progress) -> Result<()> {
         let settings = config(self.connection).clone();
-        let username_source = settings.username_source().to_string();
         let app_users = match &settings.rules.app_id {
             Some(app) => Some(self.app_user_ids(client, app).await?),
             None => None,
         };
-        // The bare list leaves DEPROVISIONED users out; the filter brings them.
-        let listings = [
-            format!("/api/v1/users?limit={PAGE}"),
-            format!("/api/v1/users?limit={PAGE}&filter={}", urlencode("status eq \"DEPROVISIONED\"")),
-        ];
+        let (user_listings, group_listing) = match &self.mode {
+            // The bare list leaves DEPROVISIONED users out; the filter brings them.
+            Mode::Full => (
+                vec![
+                    format!("/api/v1/users?limit={PAGE}"),
+                    format!("/api/v1/users?limit={PAGE}&filter={}", urlencode("status eq \"DEPROVISIONED\"")),
+                ],
+                format!("/api/v1/groups?limit={PAGE}"),
+            ),
+            // `filter` (not `search`) reads current data, and brings every status.
+            Mode::Delta { since } => (
+                vec![format!(
+                    "/api/v1/users?limit={PAGE}&filter={}",
+                    urlencode(&format!("lastUpdated gt \"{since}\""))
+                )],
+                format!(
+                    "/api/v1/groups?limit={PAGE}&filter={}",
+                    urlencode(&format!("lastUpdated gt \"{since}\" or lastMembershipUpdated gt \"{since}\""))
+                ),
+            ),
+        };
         let mut read = 0usize;
-        for listing in listings {
+        for listing in user_listings {
             let mut pager = client.pager(&listing);
             while let Some(items) = pager.next_page().await? {
-                let mapped: Vec<MappedUser> = items
-                    .iter()
-                    .filter_map(|u| okta::map_user(u, &username_source))
-                    .filter(|u| app_users.as_ref().is_none_or(|ids| ids.contains(&u.source_id)))
-                    .filter(|u| !(settings.skip_staged() && u.status == "STAGED"))
-                    .collect();
                 read += items.len();
-                drop(items);
+                self.stage_user_page(&items, app_users.as_ref()).await?;
                 progress(&format!("users read: {read}"));
-                let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
-                self.store
-                    .write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped))
-                    .await?;
             }
         }
         let mut groups = Vec::new();
         client
-            .for_each_page(&format!("/api/v1/groups?limit={PAGE}"), |items| {
+            .for_each_page(&group_listing, |items| {
                 groups.extend(items.iter().filter_map(staged_group));
                 Ok(())
             })
@@ -337,42 +420,140 @@ impl Run<'_> {
         };
         let named = [&settings.rules.allowed_users_groups, &settings.rules.denied_users_groups];
         let types = settings.group_types();
-        let needed: Vec<&StagedGroup> = groups
-            .iter()
-            .filter(|g| {
-                let imported = rules::okta_group_selected(
-                    &g.group_type,
-                    &g.name,
-                    &types,
-                    &settings.rules.group_prefixes,
-                ) && app_groups.as_ref().is_none_or(|ids| ids.contains(&g.source_id));
-                let group = GroupRef { id: &g.source_id, name: &g.name };
-                let judged = named.iter().any(|list| list.iter().any(|n| rules::names_group(n, &group)));
-                imported || judged
-            })
-            .collect();
-        let refs: Vec<GroupRef<'_>> =
-            groups.iter().map(|g| GroupRef { id: &g.source_id, name: &g.name }).collect();
-        for list in named {
-            for unknown in rules::unknown_group_names(list, &refs) {
-                self.warnings.push(format!("group '{unknown}' named in the rules does not exist in Okta"));
+        if self.mode == Mode::Full {
+            // A delta run sees only changed groups, so only a full run can tell a name is unknown.
+            let refs: Vec<GroupRef<'_>> =
+                groups.iter().map(|g| GroupRef { id: &g.source_id, name: &g.name }).collect();
+            for list in named {
+                for unknown in rules::unknown_group_names(list, &refs) {
+                    self.warnings
+                        .push(format!("group '{unknown}' named in the rules does not exist in Okta"));
+                }
             }
         }
-        for group in &needed {
-            let mut members = Vec::new();
-            client
-                .for_each_page(&format!("/api/v1/groups/{}/users?limit={PAGE}", group.source_id), |items| {
-                    members.extend(
-                        items.iter().filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string)),
-                    );
-                    Ok(())
-                })
-                .await?;
-            let (run, source) = (self.run_id.clone(), group.source_id.clone());
-            self.store.write(move |conn, _| sync_runs::stage_members(conn, &run, &source, &members)).await?;
+        let mut affected = BTreeSet::new();
+        for group in &mut groups {
+            let imported = rules::okta_group_selected(
+                &group.group_type,
+                &group.name,
+                &types,
+                &settings.rules.group_prefixes,
+            ) && app_groups.as_ref().is_none_or(|ids| ids.contains(&group.source_id));
+            let judged = |name: &str| {
+                let reference = GroupRef { id: &group.source_id, name };
+                named.iter().any(|list| list.iter().any(|n| rules::names_group(n, &reference)))
+            };
+            let judged_now = judged(&group.name);
+            group.members_read = imported || judged_now;
+            let mut members = BTreeSet::new();
+            if group.members_read {
+                client
+                    .for_each_page(
+                        &format!("/api/v1/groups/{}/users?limit={PAGE}", group.source_id),
+                        |items| {
+                            members.extend(
+                                items
+                                    .iter()
+                                    .filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string)),
+                            );
+                            Ok(())
+                        },
+                    )
+                    .await?;
+            }
+            if let Mode::Delta { .. } = self.mode {
+                // Users whose standing under the allow/deny rules may have changed without their
+                // own record changing (so without a new lastUpdated): joiners and leavers of a
+                // group the rules name, and every member of one renamed into or out of the rules.
+                let (connection, source) = (self.connection.id.clone(), group.source_id.clone());
+                let before = self
+                    .store
+                    .read(move |conn, _| {
+                        let Some((name, members_read)) =
+                            source_mirror::find_group(conn, &connection, &source)?
+                        else {
+                            return Ok(None);
+                        };
+                        let members = if members_read {
+                            source_mirror::members(conn, &connection, &source)?
+                        } else {
+                            BTreeSet::new()
+                        };
+                        Ok(Some((name, members)))
+                    })
+                    .await?;
+                let (old_name, old_members) = before.unwrap_or_default();
+                let judged_before = !old_name.is_empty() && judged(&old_name);
+                if judged_now || judged_before {
+                    if old_name != group.name || judged_now != judged_before {
+                        affected.extend(old_members.union(&members).cloned());
+                    } else {
+                        affected.extend(old_members.symmetric_difference(&members).cloned());
+                    }
+                }
+            }
+            if group.members_read {
+                let members: Vec<String> = members.into_iter().collect();
+                let (run, source) = (self.run_id.clone(), group.source_id.clone());
+                self.store
+                    .write(move |conn, _| sync_runs::stage_members(conn, &run, &source, &members))
+                    .await?;
+            }
         }
         let run = self.run_id.clone();
         self.store.write(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
+        if let Mode::Delta { .. } = self.mode {
+            self.stage_affected_users(client, affected, progress).await?;
+            let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
+            self.store.write(move |conn, _| source_mirror::complete_stage(conn, &connection, &run)).await?;
+        }
+        self.watermark = client.first_answer_at().and_then(okta_timestamp);
+        Ok(())
+    }
+
+    /// Maps a page of Okta users and stages those the rules read.
+    async fn stage_user_page(&mut self, items: &[Value], app_users: Option<&HashSet<String>>) -> Result<()> {
+        let settings = config(self.connection);
+        let username_source = settings.username_source();
+        let mapped: Vec<MappedUser> = items
+            .iter()
+            .filter_map(|u| okta::map_user(u, username_source))
+            .filter(|u| app_users.is_none_or(|ids| ids.contains(&u.source_id)))
+            .filter(|u| !(settings.skip_staged() && u.status == "STAGED"))
+            .collect();
+        let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
+        self.store.write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await
+    }
+
+    /// Reads and stages the users a delta run must decide again though their records did not
+    /// change (see [`Self::read_source`]), by id, a few dozen per request.
+    async fn stage_affected_users(
+        &mut self,
+        client: &OktaClient,
+        affected: BTreeSet<String>,
+        progress: &Progress,
+    ) -> Result<()> {
+        let wanted: Vec<String> = {
+            let (run, ids) = (self.run_id.clone(), affected.into_iter().collect::<Vec<_>>());
+            self.store
+                .read(move |conn, _| {
+                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    let staged = sync_runs::staged_ids(conn, &run, &refs)?;
+                    Ok(ids.iter().filter(|id| !staged.contains_key(*id)).cloned().collect())
+                })
+                .await?
+        };
+        for chunk in wanted.chunks(AFFECTED_PER_REQUEST) {
+            let filter = chunk.iter().map(|id| format!("id eq \"{id}\"")).collect::<Vec<_>>().join(" or ");
+            let mut pager =
+                client.pager(&format!("/api/v1/users?limit={PAGE}&filter={}", urlencode(&filter)));
+            while let Some(items) = pager.next_page().await? {
+                self.stage_user_page(&items, None).await?;
+            }
+        }
+        if !wanted.is_empty() {
+            progress(&format!("users read again for a membership change: {}", wanted.len()));
+        }
         Ok(())
     }
 
@@ -472,7 +653,17 @@ impl Run<'_> {
         } else {
             self.planned_unchanged = counts.users_unchanged;
         }
-        // Owned users the source no longer lists: inactive, never deleted (rule 1).
+        // Only a full run lists everything, so only a full run can tell who vanished.
+        if self.mode == Mode::Full {
+            counts.users_deactivated += self.vanished_pass(apply).await?;
+        }
+        Ok(counts)
+    }
+
+    /// Owned users the source no longer lists: inactive, never deleted (rule 1). Counts them,
+    /// and with `apply` deactivates them, a batch per transaction.
+    async fn vanished_pass(&self, apply: bool) -> Result<u64> {
+        let mut deactivated = 0;
         let mut after: Option<String> = None;
         loop {
             let (run, connection, directory, actor) = (
@@ -497,7 +688,7 @@ impl Run<'_> {
             };
             // Applying deactivates what it reads, so the next read starts over; a plan pages on.
             let ids = if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
-            counts.users_deactivated += ids.len() as u64;
+            deactivated += ids.len() as u64;
             if ids.is_empty() || (ids.len() as i64) < BATCH {
                 break;
             }
@@ -505,11 +696,13 @@ impl Run<'_> {
                 after = ids.last().cloned();
             }
         }
-        Ok(counts)
+        Ok(deactivated)
     }
 
     /// Imported groups: created or renamed, members set to the imported users among the
-    /// source's; owned groups the source no longer has are stale (kept with their members).
+    /// source's; owned groups the source no longer has, or the rules no longer select, are
+    /// stale (kept with their members). A delta run visits the groups it read and those a user
+    /// it staged belongs to, taking the members of the latter from the mirror.
     async fn groups_pass(&mut self, apply: bool) -> Result<()> {
         let settings = config(self.connection).clone();
         let (run, connection, directory, actor) = (
@@ -521,18 +714,29 @@ impl Run<'_> {
         let types = settings.group_types();
         let prefixes = settings.rules.group_prefixes.clone();
         let app_filter = settings.rules.app_id.is_some();
+        let full = self.mode == Mode::Full;
         let work = move |conn: &mut crate::store::DbConn,
                          registry: &Registry|
               -> Result<(Counts, Vec<Value>)> {
             let mut counts = Counts::default();
             let mut conflicts = Vec::new();
             let staged = sync_runs::staged_groups(conn, &run)?;
-            let mut imported = BTreeSet::new();
+            let touched =
+                if full { HashSet::new() } else { source_mirror::groups_with_staged_members(conn, &run)? };
+            let mut selected = BTreeSet::new();
             for group in staged {
                 if !rules::okta_group_selected(&group.group_type, &group.name, &types, &prefixes) {
                     continue;
                 }
-                let member_sources = sync_runs::staged_member_ids(conn, &run, &group.source_id)?;
+                selected.insert(group.source_id.clone());
+                if !(full || group.changed || touched.contains(&group.source_id)) {
+                    continue;
+                }
+                let member_sources = if group.changed {
+                    sync_runs::staged_member_ids(conn, &run, &group.source_id)?
+                } else {
+                    source_mirror::members(conn, &connection, &group.source_id)?
+                };
                 if app_filter
                     && member_sources.is_empty()
                     && groups::find_owned(conn, &connection, &group.source_id)?.is_none()
@@ -540,7 +744,6 @@ impl Run<'_> {
                     // In app mode only the app's groups had their members read; others are not imported.
                     continue;
                 }
-                imported.insert(group.source_id.clone());
                 let wanted: Vec<&str> = member_sources.iter().map(String::as_str).collect();
                 let member_ids: BTreeSet<String> =
                     sync_runs::owned_ids(conn, &connection, &wanted)?.into_values().collect();
@@ -605,7 +808,7 @@ impl Run<'_> {
             }
             let stale = groups::owned_source_ids(conn, &connection)?
                 .into_iter()
-                .filter(|s| !imported.contains(s))
+                .filter(|s| !selected.contains(s))
                 .count();
             counts.groups_stale = stale as u64;
             Ok((counts, conflicts))
@@ -632,6 +835,8 @@ fn staged_group(group: &Value) -> Option<StagedGroup> {
         source_id: group.get("id")?.as_str()?.to_string(),
         name: group.get("profile")?.get("name")?.as_str()?.to_string(),
         group_type: group.get("type").and_then(Value::as_str).unwrap_or("OKTA_GROUP").to_string(),
+        changed: true,
+        members_read: false,
     })
 }
 
@@ -664,7 +869,7 @@ fn decide_batch(
     // Managers are linked by the id their user has (or will have) in this run.
     let manager_sources: Vec<&str> =
         staged.iter().filter_map(|s| s.user.manager_source_id.as_deref()).collect();
-    let managers = sync_runs::staged_ids(conn, run, &manager_sources)?;
+    let managers = manager_ids(conn, run, connection, directory, &manager_sources, rules, losers)?;
     let normalized = |body: &Value| resource::normalize(&registry.user, body).ok();
     let ids: Vec<&str> = staged.iter().map(|s| s.user_id.as_str()).collect();
     let mut stored = users::stored_resources(conn, directory, &ids)?;
@@ -715,6 +920,41 @@ fn decide_batch(
         outcome.decisions.push((item.clone(), decision, was_active));
     }
     Ok(outcome)
+}
+
+/// The scimd ids of the managers `manager_sources` name that exist or that this run creates, by
+/// source id. A manager the rules leave out stays a name only, never an id that exists nowhere;
+/// one that a delta run did not read keeps the id it has.
+fn manager_ids(
+    conn: &mut crate::store::DbConn,
+    run: &str,
+    connection: &str,
+    directory: &DirectoryId,
+    manager_sources: &[&str],
+    rules: &UserRules,
+    losers: &HashMap<String, String>,
+) -> Result<HashMap<String, String>> {
+    let mut ids = sync_runs::owned_ids(conn, connection, manager_sources)?;
+    let staged: Vec<StagedUser> = sync_runs::staged_by_source(conn, run, manager_sources)?
+        .into_iter()
+        .filter(|m| !ids.contains_key(&m.user.source_id))
+        .collect();
+    let folded: Vec<String> =
+        staged.iter().filter_map(|m| m.user.user_name.as_deref().map(crate::scim::index::fold)).collect();
+    let holders = sync_runs::name_holders(conn, &directory.0, &folded)?;
+    for manager in staged {
+        let user = &manager.user;
+        let held = losers.contains_key(&user.source_id)
+            || user
+                .user_name
+                .as_deref()
+                .and_then(|name| holders.get(&crate::scim::index::fold(name)))
+                .is_some_and(|(holder, _)| *holder != manager.user_id);
+        if plan::creates(&user.status, user.user_name.as_deref(), &user.primary_email, held, rules) {
+            ids.insert(user.source_id.clone(), manager.user_id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Applies a batch's decisions. A userName taken between plan and apply (by SCIM push, say)

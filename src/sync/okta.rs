@@ -213,6 +213,9 @@ pub struct OktaClient {
     share: f64,
     caps: Caps,
     buckets: tokio::sync::Mutex<HashMap<&'static str, BucketState>>,
+    /// Okta's clock at its first answer (its `Date` header): where a run's reading began, by the
+    /// clock that stamps `lastUpdated`.
+    first_answer_at: std::sync::OnceLock<i64>,
     /// Retries of a 5xx or 429 before the run fails.
     max_retries: u32,
 }
@@ -267,8 +270,14 @@ impl OktaClient {
             share: share.clamp(0.01, 1.0),
             caps,
             buckets: tokio::sync::Mutex::default(),
+            first_answer_at: std::sync::OnceLock::new(),
             max_retries: 5,
         })
+    }
+
+    /// Okta's clock (seconds since the epoch) when it first answered this client, if it has.
+    pub fn first_answer_at(&self) -> Option<i64> {
+        self.first_answer_at.get().copied()
     }
 
     /// Waits as the bucket of `path` asks, before a request.
@@ -296,6 +305,7 @@ impl OktaClient {
     }
 
     async fn note_limits(&self, path: &str, headers: &HeaderMap) {
+        self.first_answer_at.get_or_init(|| server_now(headers) as i64);
         let number = |name: &str| {
             headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
         };

@@ -82,6 +82,22 @@ pub fn desired_body(facts: &Facts<'_>, active: bool) -> Value {
     Value::Object(body)
 }
 
+/// Whether [`decide`] creates a user the directory does not hold yet: a known status, inside the
+/// e-mail domains, with a userName nobody else holds. The engine links a manager by id only when
+/// the manager exists or this holds for it.
+pub fn creates(
+    status: &str,
+    user_name: Option<&str>,
+    primary_email: &str,
+    name_held: bool,
+    rules: &UserRules,
+) -> bool {
+    rules::okta_status_active(status, rules.skip_staged).is_some()
+        && rules::email_domain_allowed(primary_email, &rules.email_domains, rules.include_subdomains)
+        && user_name.is_some()
+        && !name_held
+}
+
 /// Decides about one staged user. `normalized` turns a body into its stored form (the engine
 /// passes the schema's normalisation), so that "unchanged" compares like with like.
 pub fn decide(

@@ -1,3 +1,4 @@
 mod fake_okta;
+mod okta_delta;
 mod okta_import;
 mod okta_verify;

@@ -1,0 +1,188 @@
+//! What a connection last read of its source's groups and memberships (`sync_source_groups`,
+//! `sync_source_members`), and where its next delta run starts (`connections.delta_state`).
+//!
+//! A delta run re-reads only the groups that changed. To judge the allow/deny rules for the
+//! users it stages, and to set the members of groups it did not re-read, it takes the rest from
+//! this mirror. The mirror moves only with a successful run, in the transaction that ends it, so
+//! a run that fails, brakes or is cut short leaves it as the last good run saw the source.
+
+use std::collections::{BTreeSet, HashSet};
+
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+
+use super::schema::{
+    connections, sync_source_groups, sync_source_members, sync_stage_groups, sync_stage_members,
+    sync_stage_users,
+};
+use super::DbConn;
+use crate::error::Result;
+
+/// A group as the last successful run saw it: its name and whether its members were read.
+pub fn find_group(conn: &mut DbConn, connection_id: &str, source_id: &str) -> Result<Option<(String, bool)>> {
+    Ok(sync_source_groups::table
+        .find((connection_id, source_id))
+        .select((sync_source_groups::name, sync_source_groups::members_read))
+        .first(conn)
+        .optional()?)
+}
+
+/// The members of a group as the last successful run read them.
+pub fn members(conn: &mut DbConn, connection_id: &str, group_source_id: &str) -> Result<BTreeSet<String>> {
+    Ok(sync_source_members::table
+        .filter(sync_source_members::connection_id.eq(connection_id))
+        .filter(sync_source_members::group_source_id.eq(group_source_id))
+        .select(sync_source_members::user_source_id)
+        .load::<String>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// Completes a delta run's stage from the mirror: every group it did not read from the source
+/// (as not `changed`), and, for each user it staged, that user's memberships of those groups.
+/// The stage then holds what a full run would have staged for these users.
+pub fn complete_stage(conn: &mut DbConn, connection_id: &str, run_id: &str) -> Result<()> {
+    let read_groups = sync_stage_groups::table
+        .filter(sync_stage_groups::run_id.eq(run_id))
+        .select(sync_stage_groups::source_id);
+    diesel::insert_into(sync_stage_groups::table)
+        .values(
+            sync_source_groups::table
+                .filter(sync_source_groups::connection_id.eq(connection_id))
+                .filter(sync_source_groups::source_id.ne_all(read_groups))
+                .select((
+                    run_id.into_sql::<Text>(),
+                    sync_source_groups::source_id,
+                    sync_source_groups::name,
+                    sync_source_groups::group_type,
+                    false.into_sql::<Bool>(),
+                    sync_source_groups::members_read,
+                )),
+        )
+        .into_columns((
+            sync_stage_groups::run_id,
+            sync_stage_groups::source_id,
+            sync_stage_groups::name,
+            sync_stage_groups::group_type,
+            sync_stage_groups::changed,
+            sync_stage_groups::members_read,
+        ))
+        .execute(conn)?;
+    let staged_users = sync_stage_users::table
+        .filter(sync_stage_users::run_id.eq(run_id))
+        .select(sync_stage_users::source_id);
+    let changed_groups = sync_stage_groups::table
+        .filter(sync_stage_groups::run_id.eq(run_id))
+        .filter(sync_stage_groups::changed.eq(true))
+        .select(sync_stage_groups::source_id);
+    diesel::insert_into(sync_stage_members::table)
+        .values(
+            sync_source_members::table
+                .filter(sync_source_members::connection_id.eq(connection_id))
+                .filter(sync_source_members::user_source_id.eq_any(staged_users))
+                .filter(sync_source_members::group_source_id.ne_all(changed_groups))
+                .select((
+                    run_id.into_sql::<Text>(),
+                    sync_source_members::group_source_id,
+                    sync_source_members::user_source_id,
+                )),
+        )
+        .into_columns((
+            sync_stage_members::run_id,
+            sync_stage_members::group_source_id,
+            sync_stage_members::user_source_id,
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The groups some staged membership names: after [`complete_stage`], the groups a delta run
+/// must set the members of besides those it re-read.
+pub fn groups_with_staged_members(conn: &mut DbConn, run_id: &str) -> Result<HashSet<String>> {
+    Ok(sync_stage_members::table
+        .filter(sync_stage_members::run_id.eq(run_id))
+        .select(sync_stage_members::group_source_id)
+        .distinct()
+        .load::<String>(conn)?
+        .into_iter()
+        .collect())
+}
+
+/// Moves the mirror to what a successful run read, and the next delta run's start to
+/// `watermark`. A full run replaces the mirror (groups it did not see are gone from the source);
+/// a delta run replaces only the groups it read.
+pub fn advance(
+    conn: &mut DbConn,
+    connection_id: &str,
+    run_id: &str,
+    full: bool,
+    watermark: Option<&str>,
+) -> Result<()> {
+    let read_groups = || {
+        sync_stage_groups::table
+            .filter(sync_stage_groups::run_id.eq(run_id))
+            .filter(sync_stage_groups::changed.eq(true))
+            .select(sync_stage_groups::source_id)
+    };
+    let mirror_members =
+        sync_source_members::table.filter(sync_source_members::connection_id.eq(connection_id));
+    let mirror_groups = sync_source_groups::table.filter(sync_source_groups::connection_id.eq(connection_id));
+    if full {
+        diesel::delete(mirror_members).execute(conn)?;
+        diesel::delete(mirror_groups).execute(conn)?;
+    } else {
+        diesel::delete(mirror_members.filter(sync_source_members::group_source_id.eq_any(read_groups())))
+            .execute(conn)?;
+        diesel::delete(mirror_groups.filter(sync_source_groups::source_id.eq_any(read_groups())))
+            .execute(conn)?;
+    }
+    diesel::insert_into(sync_source_groups::table)
+        .values(
+            sync_stage_groups::table
+                .filter(sync_stage_groups::run_id.eq(run_id))
+                .filter(sync_stage_groups::changed.eq(true))
+                .select((
+                    connection_id.into_sql::<Text>(),
+                    sync_stage_groups::source_id,
+                    sync_stage_groups::name,
+                    sync_stage_groups::group_type,
+                    sync_stage_groups::members_read,
+                )),
+        )
+        .into_columns((
+            sync_source_groups::connection_id,
+            sync_source_groups::source_id,
+            sync_source_groups::name,
+            sync_source_groups::group_type,
+            sync_source_groups::members_read,
+        ))
+        .execute(conn)?;
+    let reread_groups = sync_stage_groups::table
+        .filter(sync_stage_groups::run_id.eq(run_id))
+        .filter(sync_stage_groups::changed.eq(true))
+        .filter(sync_stage_groups::members_read.eq(true))
+        .select(sync_stage_groups::source_id);
+    diesel::insert_into(sync_source_members::table)
+        .values(
+            sync_stage_members::table
+                .filter(sync_stage_members::run_id.eq(run_id))
+                .filter(sync_stage_members::group_source_id.eq_any(reread_groups))
+                .select((
+                    connection_id.into_sql::<Text>(),
+                    sync_stage_members::group_source_id,
+                    sync_stage_members::user_source_id,
+                )),
+        )
+        .into_columns((
+            sync_source_members::connection_id,
+            sync_source_members::group_source_id,
+            sync_source_members::user_source_id,
+        ))
+        .execute(conn)?;
+    if let Some(watermark) = watermark {
+        diesel::update(connections::table.find(connection_id))
+            .set(connections::delta_state.eq(watermark))
+            .execute(conn)?;
+    }
+    Ok(())
+}
