@@ -284,39 +284,47 @@ struct Run<'a> {
     watermark: Option<String>,
 }
 
-/// The Okta client of a connection, with its token opened by the server key.
+/// The Okta client of a connection, with its API token or service-app key opened by the server
+/// key.
 async fn okta_client(
     store: &Store,
     key: Option<&SecretKey>,
     connection: &ConnectionRecord,
 ) -> Result<OktaClient> {
+    use super::okta_auth;
     let settings = &connection.config;
     let okta = settings
         .okta
         .as_ref()
         .ok_or_else(|| Error::Upstream("this connection has no okta settings".into()))?;
-    match &okta.auth {
-        OktaAuth::ApiToken { .. } => {}
-        OktaAuth::PrivateKeyJwt { .. } => {
-            return Err(Error::Upstream(
-                "private_key_jwt connections cannot run yet; use an api_token connection for now".into(),
-            ))
-        }
-    }
+    let (secret_name, what) = match &okta.auth {
+        OktaAuth::ApiToken { .. } => ("okta.auth.token", "API token"),
+        OktaAuth::PrivateKeyJwt { .. } => ("okta.auth.private_key_pem", "private key"),
+    };
     let key = key.cloned().ok_or_else(|| {
-        Error::Upstream(
-            "this server has no secret key (SCIMD_SECRET_KEY), so it cannot open the connection's token"
-                .into(),
-        )
+        Error::Upstream(format!(
+            "this server has no secret key (SCIMD_SECRET_KEY), so it cannot open the connection's {what}"
+        ))
     })?;
     let owner = connection.id.clone();
-    let token = store
-        .read(move |conn, _| secrets::reveal(conn, &key, &owner, "okta.auth.token"))
+    let secret = store
+        .read(move |conn, _| secrets::reveal(conn, &key, &owner, secret_name))
         .await?
-        .ok_or_else(|| Error::Upstream("the connection's API token is not set".into()))?;
-    let token =
-        String::from_utf8(token).map_err(|_| Error::Upstream("the stored API token is not text".into()))?;
-    OktaClient::new(&okta.org_url, &token, 0.5, Caps::default())
+        .ok_or_else(|| Error::Upstream(format!("the connection's {what} is not set")))?;
+    let secret =
+        String::from_utf8(secret).map_err(|_| Error::Upstream(format!("the stored {what} is not text")))?;
+    let credentials = match &okta.auth {
+        OktaAuth::ApiToken { .. } => okta_auth::Credentials::ApiToken(secret),
+        OktaAuth::PrivateKeyJwt { client_id, key_id, .. } => {
+            okta_auth::Credentials::ServiceApp(okta_auth::ServiceApp {
+                client_id: client_id.clone(),
+                key_id: key_id.clone(),
+                private_key_pem: secret,
+                read_apps: settings.rules.app_id.is_some(),
+            })
+        }
+    };
+    OktaClient::with_credentials(&okta.org_url, credentials, 0.5, Caps::default())
 }
 
 fn config(connection: &ConnectionRecord) -> &Connection {

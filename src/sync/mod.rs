@@ -4,5 +4,6 @@
 pub mod connection;
 pub mod engine;
 pub mod okta;
+pub mod okta_auth;
 pub mod plan;
 pub mod rules;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION, DATE};
 use serde_json::{json, Map, Value};
 
+use super::okta_auth::{Authorizer, Credentials};
 use super::rules;
 use crate::error::{Error, Result};
 use crate::scim::resource::Stored;
@@ -209,7 +210,7 @@ impl Default for Caps {
 pub struct OktaClient {
     http: reqwest::Client,
     org_url: String,
-    authorization: String,
+    auth: Authorizer,
     share: f64,
     caps: Caps,
     buckets: tokio::sync::Mutex<HashMap<&'static str, BucketState>>,
@@ -258,15 +259,27 @@ fn remedy(status: u16, code: &str, summary: &str, headers: &HeaderMap) -> Error 
 }
 
 impl OktaClient {
+    /// A client with an SSWS API token.
     pub fn new(org_url: &str, api_token: &str, share: f64, caps: Caps) -> Result<OktaClient> {
+        Self::with_credentials(org_url, Credentials::ApiToken(api_token.to_string()), share, caps)
+    }
+
+    /// A client with either scheme; a service app's private key is checked here.
+    pub fn with_credentials(
+        org_url: &str,
+        credentials: Credentials,
+        share: f64,
+        caps: Caps,
+    ) -> Result<OktaClient> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::internal("building the Okta client", e))?;
+        let org_url = org_url.trim_end_matches('/').to_string();
         Ok(OktaClient {
+            auth: Authorizer::new(&org_url, credentials, http.clone())?,
             http,
-            org_url: org_url.trim_end_matches('/').to_string(),
-            authorization: format!("SSWS {api_token}"),
+            org_url,
             share: share.clamp(0.01, 1.0),
             caps,
             buckets: tokio::sync::Mutex::default(),
@@ -328,13 +341,20 @@ impl OktaClient {
     async fn page(&self, url: &str) -> Result<(Vec<Value>, Option<String>)> {
         let path = url::Url::parse(url).map(|u| u.path().to_string()).unwrap_or_default();
         let mut attempt = 0;
+        // An access token refused with 401 is replaced once per page.
+        let mut reauthorized = false;
         loop {
             self.pace(&path).await;
-            let response = self
+            let authorization = self.auth.authorize("GET", url).await?;
+            let mut request = self
                 .http
                 .get(url)
-                .header(AUTHORIZATION, &self.authorization)
-                .header("accept", "application/json")
+                .header(AUTHORIZATION, &authorization.header)
+                .header("accept", "application/json");
+            if let Some(proof) = &authorization.dpop {
+                request = request.header("DPoP", proof);
+            }
+            let response = request
                 .send()
                 .await
                 .map_err(|e| Error::Upstream(format!("cannot reach Okta at {}: {e}", self.org_url)))?;
@@ -350,6 +370,10 @@ impl OktaClient {
                     })?;
                     return Ok((items, next_link(&headers)));
                 }
+                401 if !reauthorized && self.auth.discard(&authorization).await => {
+                    reauthorized = true;
+                    tracing::debug!("Okta refused the access token; getting a new one");
+                }
                 429 | 500 | 502 | 503 | 504 if attempt < self.max_retries => {
                     attempt += 1;
                     let wait = if status == 429 { reset_wait(&headers) } else { backoff(attempt) };
@@ -363,7 +387,10 @@ impl OktaClient {
                 }
                 _ => {
                     let (code, summary) = error_code(&body);
-                    return Err(remedy(status, &code, &summary, &headers));
+                    return Err(self
+                        .auth
+                        .refusal(status, &code, &summary, &headers)
+                        .unwrap_or_else(|| remedy(status, &code, &summary, &headers)));
                 }
             }
         }
@@ -405,9 +432,17 @@ pub struct Check {
 
 impl OktaClient {
     /// Tries, with one small request each, everything the rules need: reading users, groups
-    /// and group members, and the app's assignments when `app_id` is set.
+    /// and group members, and the app's assignments when `app_id` is set. A service app first
+    /// gets its access token; when it cannot, nothing else can be tried.
     pub async fn verify(&self, app_id: Option<&str>) -> Vec<Check> {
         let mut checks = Vec::new();
+        if let Some((what, outcome)) = self.auth.check().await {
+            let failed = outcome.is_err();
+            checks.push(Check { what, remedy: outcome.err().map(|e| e.to_string()) });
+            if failed {
+                return checks;
+            }
+        }
         let mut probe = |what: &str, outcome: Result<()>| {
             checks.push(Check { what: what.to_string(), remedy: outcome.err().map(|e| e.to_string()) });
         };
@@ -474,7 +509,7 @@ fn server_now(headers: &HeaderMap) -> u64 {
 
 /// After a 429: until `X-Rate-Limit-Reset` by the server's clock, plus up to a second of jitter
 /// so that clients do not return together.
-fn reset_wait(headers: &HeaderMap) -> Duration {
+pub(super) fn reset_wait(headers: &HeaderMap) -> Duration {
     let reset = headers
         .get("x-rate-limit-reset")
         .and_then(|v| v.to_str().ok())
@@ -486,7 +521,7 @@ fn reset_wait(headers: &HeaderMap) -> Duration {
 }
 
 /// Exponential backoff with full jitter: up to 0.5 s, 1 s, 2 s, ... capped at 30 s.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling =
         Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(30));
     jitter(ceiling)

@@ -1,4 +1,5 @@
 mod fake_okta;
+mod okta_auth;
 mod okta_delta;
 mod okta_import;
 mod okta_verify;
