@@ -50,7 +50,8 @@ pub fn open_store(config: &Config) -> Result<Store> {
         Duration::from_secs(config.database.acquire_timeout_secs),
         registry,
     )?
-    .with_last_used_interval(Duration::from_secs(config.auth.last_used_interval_secs)))
+    .with_last_used_interval(Duration::from_secs(config.auth.last_used_interval_secs))
+    .with_sync_lease_ttl(Duration::from_secs(config.sync.lease_ttl_secs)))
 }
 
 /// A started server: its address, a handle to stop it, and the future that runs it.

@@ -724,8 +724,11 @@ fn serve(config: Config) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal("starting the runtime", e))?;
+    let scheduler_key = config.secret_key()?;
     runtime.block_on(async move {
         app::start_maintenance(store.clone(), &config);
+        // Runs connections on their schedules until the server stops.
+        let _scheduler = crate::sync::scheduler::spawn(store.clone(), scheduler_key, &config.sync);
         let running = app::start(store, config.clone(), listener)?;
         tracing::info!(addr = %running.addr, database = %crate::store::conn::redact_url(&config.database_url), "scimd is serving");
         running.server.await.map_err(|e| Error::internal("server", e))

@@ -23,6 +23,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limit: RateLimitConfig,
     pub audit: AuditConfig,
+    pub sync: SyncConfig,
 }
 
 /// A configuration value that must never be printed; Debug shows whether it is set.
@@ -53,6 +54,16 @@ pub struct RateLimitConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     pub retention_days: u32,
+}
+
+/// Pull sync in `scimd serve`: the scheduler, and the leases that let one instance at a time run
+/// a connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    pub scheduler: bool,
+    pub scheduler_tick_secs: u64,
+    pub lease_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +102,7 @@ impl Default for Config {
             auth: AuthConfig { last_used_interval_secs: 60 },
             rate_limit: RateLimitConfig { requests_per_second: 100, burst: 200 },
             audit: AuditConfig { retention_days: 365 },
+            sync: SyncConfig { scheduler: true, scheduler_tick_secs: 30, lease_ttl_secs: 120 },
         }
     }
 }
@@ -133,6 +145,12 @@ impl Config {
         }
         if self.rate_limit.requests_per_second > 0 && self.rate_limit.burst == 0 {
             return Err(Error::Config("rate_limit.burst must be at least 1 when a rate limit is set".into()));
+        }
+        if self.sync.scheduler_tick_secs == 0 {
+            return Err(Error::Config("sync.scheduler_tick_secs must be at least 1".into()));
+        }
+        if self.sync.lease_ttl_secs == 0 {
+            return Err(Error::Config("sync.lease_ttl_secs must be at least 1".into()));
         }
         if !self.public_url.is_empty() && url::Url::parse(&self.public_url).is_err() {
             return Err(Error::Config(format!("public_url '{}' is not an absolute URL", self.public_url)));

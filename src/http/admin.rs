@@ -461,7 +461,8 @@ fn full_mode() -> String {
     "full".into()
 }
 
-/// Starts a run in the background and answers 202 with its id; its outcome is in `/runs`.
+/// Starts a run in the background and answers 202 with its id; its outcome is in `/runs`. 409
+/// while another run holds the connection (see `store::sync_leases`).
 async fn sync_connection(
     state: web::Data<AppState>,
     _: AdminToken,

@@ -194,6 +194,15 @@ pub fn list(conn: &mut DbConn, directory_slug: &str) -> Result<Vec<ConnectionRec
     rows.into_iter().map(|r| record(conn, r)).collect()
 }
 
+/// Every connection of every directory, oldest first: the sync scheduler's round.
+pub fn list_all(conn: &mut DbConn) -> Result<Vec<ConnectionRecord>> {
+    let rows: Vec<ConnectionRow> = connections::table
+        .order((connections::created_at.asc(), connections::id.asc()))
+        .select(ConnectionRow::as_select())
+        .load(conn)?;
+    rows.into_iter().map(|r| record(conn, r)).collect()
+}
+
 /// Replaces a connection's configuration. Secrets sent are rotated; secrets left out keep their
 /// stored value. The kind cannot change.
 pub fn update(

@@ -18,6 +18,7 @@ pub mod rows;
 pub mod schema;
 pub mod secrets;
 pub mod source_mirror;
+pub mod sync_leases;
 pub mod sync_runs;
 pub mod usage;
 pub mod users;
@@ -54,6 +55,8 @@ pub struct Store {
     known_keys: Arc<keys::KnownKeys>,
     /// When each key's `last_used_at` was last written (see `usage`).
     last_used: Arc<usage::LastUsed>,
+    /// Who this instance is when it holds a connection's sync lease, and for how long.
+    sync_lease: Arc<sync_leases::LeaseTerms>,
 }
 
 impl std::fmt::Debug for Store {
@@ -90,6 +93,7 @@ impl Store {
             list_cache: Arc::default(),
             known_keys: Arc::default(),
             last_used: Arc::new(usage::LastUsed::new(DEFAULT_LAST_USED_INTERVAL_MS)),
+            sync_lease: Arc::new(sync_leases::LeaseTerms::new(sync_leases::DEFAULT_TTL_MS)),
         })
     }
 
@@ -98,6 +102,18 @@ impl Store {
         let millis = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
         self.last_used = Arc::new(usage::LastUsed::new(millis));
         self
+    }
+
+    /// How long a sync lease this instance takes lasts without renewal (`sync.lease_ttl_secs`).
+    pub fn with_sync_lease_ttl(mut self, ttl: Duration) -> Store {
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.sync_lease = Arc::new(sync_leases::LeaseTerms::new(millis));
+        self
+    }
+
+    /// The terms of the sync leases this instance takes (see `sync_leases`).
+    pub fn sync_lease(&self) -> &sync_leases::LeaseTerms {
+        &self.sync_lease
     }
 
     pub fn backend(&self) -> Backend {

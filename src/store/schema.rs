@@ -140,6 +140,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    sync_leases (connection_id) {
+        connection_id -> Text,
+        holder -> Text,
+        run_id -> Text,
+        acquired_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
     sync_stage_users (run_id, source_id) {
         run_id -> Text,
         source_id -> Text,
@@ -199,6 +209,7 @@ diesel::joinable!(directory_keys -> directories (directory_id));
 diesel::joinable!(secrets -> directories (directory_id));
 diesel::joinable!(connections -> directories (directory_id));
 diesel::joinable!(sync_runs -> connections (connection_id));
+diesel::joinable!(sync_leases -> connections (connection_id));
 diesel::joinable!(users -> directories (directory_id));
 diesel::joinable!(groups -> directories (directory_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -211,6 +222,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     secrets,
     connections,
     sync_runs,
+    sync_leases,
     sync_stage_users,
     sync_stage_groups,
     sync_stage_members,

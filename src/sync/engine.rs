@@ -132,46 +132,12 @@ fn delta_since(watermark: &str) -> Option<String> {
 
 /// Records a new run of `connection`. A run is delta unless asked to be full, except the first
 /// run of a connection, the first after its settings changed, and runs limited to an app's
-/// assignments: those read everything.
+/// assignments: those read everything. The run takes the connection's lease (see
+/// `store::sync_leases`): while another run holds it, `Conflict` naming that run.
 pub async fn start(store: &Store, connection: &ConnectionRecord, request: RunRequest) -> Result<Started> {
-    let connection_id = connection.id.clone();
-    let last_success = {
-        let id = connection_id.clone();
-        store.read(move |conn, _| sync_runs::last_success_started(conn, &id)).await?
-    };
-    let mut warnings = Vec::new();
-    let mode = match (request.full, last_success, connection.delta_state.as_deref()) {
-        (true, _, _) | (false, None, _) | (false, _, None) => Mode::Full,
-        (false, Some(at), _) if connection.updated_at > at => {
-            warnings.push(
-                "the connection's settings changed since its last successful run, so this run read the whole source"
-                    .to_string(),
-            );
-            Mode::Full
-        }
-        (false, Some(_), Some(_)) if connection.config.rules.app_id.is_some() => {
-            warnings.push(
-                "a connection limited to an app's assignments reads the whole source on every run: Okta offers no \
-                 change listing for app assignments"
-                    .to_string(),
-            );
-            Mode::Full
-        }
-        (false, Some(_), Some(watermark)) => {
-            match delta_since(watermark) {
-                Some(since) => Mode::Delta { since },
-                None => {
-                    warnings.push(format!("the stored delta position '{watermark}' is unreadable; this run read the whole source"));
-                    Mode::Full
-                }
-            }
-        }
-    };
-    let run_id = {
-        let (trigger, dry_run, name) = (request.trigger, request.dry_run, mode.name());
-        store.write(move |conn, _| sync_runs::start(conn, &connection_id, trigger, name, dry_run)).await?
-    };
-    Ok(Started { run_id, request, mode, warnings })
+    start_when(store, connection, request, |_, _| Ok(true))
+        .await?
+        .ok_or_else(|| Error::Internal("a run wanted unconditionally was not started".into()))
 }
 
 /// Runs a connection once: [`start`], then [`Started::execute`].
@@ -210,7 +176,12 @@ impl Started {
             mode: self.mode.clone(),
             watermark: None,
         };
-        let outcome = run.execute(key, &self.request, progress).await;
+        // The lease is renewed while the run works; a run that lost it stops (between two
+        // transactions: whatever it applied is whole).
+        let outcome = tokio::select! {
+            outcome = run.execute(key, &self.request, progress) => outcome,
+            lost = store.hold_sync_lease(connection_id.clone(), run_id.clone()) => Err(lost),
+        };
         let (status, error) = match &outcome {
             Ok(status) => (*status, None),
             Err(error) => ("failed", Some(error.to_string())),
@@ -226,20 +197,30 @@ impl Started {
             error,
         };
         let body = report.to_json();
+        let lost_body = report.clone().lost_lease().to_json();
         let succeeded = status == "succeeded";
         let full = self.mode == Mode::Full;
         let watermark = run.watermark.clone();
         let id = connection_id.clone();
-        store
+        let held = store
             .write(move |conn, _| {
+                // A run whose lease was taken over is not the connection's last good run, whatever
+                // it reached: the run holding the lease now is.
+                let held = crate::store::sync_leases::holds(conn, &id, &run_id)?;
+                let succeeded = succeeded && held;
                 // The mirror and the delta position move with the run that read them, in one
                 // transaction with its end: a run cut short leaves both as the last good run saw them.
                 if succeeded {
                     source_mirror::advance(conn, &id, &run_id, full, watermark.as_deref())?;
                 }
-                sync_runs::finish(conn, &run_id, status, &body, full && succeeded)
+                let (status, body) = if held { (status, body) } else { ("failed", lost_body) };
+                sync_runs::finish(conn, &run_id, status, &body, full && succeeded)?;
+                crate::store::sync_leases::release(conn, &id, &run_id)?;
+                Ok(held)
             })
             .await?;
+        let report = if held { report } else { report.lost_lease() };
+        let status = report.status;
         tracing::info!(
             connection = %connection_id, run = %report.run_id, status, mode,
             created = report.counts.users_created, updated = report.counts.users_updated,
@@ -513,7 +494,9 @@ impl Run<'_> {
         if let Mode::Delta { .. } = self.mode {
             self.stage_affected_users(client, affected, progress).await?;
             let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
-            self.store.write(move |conn, _| source_mirror::complete_stage(conn, &connection, &run)).await?;
+            self.store
+                .write(move |conn, _| source_mirror::complete_stage(conn, &connection, &run))
+                .await?;
         }
         self.watermark = client.first_answer_at().and_then(okta_timestamp);
         Ok(())
@@ -695,7 +678,8 @@ impl Run<'_> {
                 Ok(ids)
             };
             // Applying deactivates what it reads, so the next read starts over; a plan pages on.
-            let ids = if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
+            let ids =
+                if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
             deactivated += ids.len() as u64;
             if ids.is_empty() || (ids.len() as i64) < BATCH {
                 break;
@@ -1025,5 +1009,93 @@ fn tally(counts: &mut Counts, outcome: &BatchOutcome) {
             Decision::Unchanged => counts.users_unchanged += 1,
             Decision::Skip { .. } | Decision::Conflict { .. } => {}
         }
+    }
+}
+
+/// [`start`], if `wanted` says so once the run holds the connection's lease: judged in the
+/// transaction that takes the lease, it sees every run that ended before (the scheduler asks
+/// there whether the run is still due, so that two instances never both run it). It is given
+/// the id of the run, recorded in that transaction, to leave out. When it says no, nothing is
+/// recorded and `None` is returned.
+pub async fn start_when<F>(
+    store: &Store,
+    connection: &ConnectionRecord,
+    request: RunRequest,
+    wanted: F,
+) -> Result<Option<Started>>
+where
+    F: FnOnce(&mut crate::store::DbConn, &str) -> Result<bool> + Send + 'static,
+{
+    use crate::store::sync_leases;
+    let connection_id = connection.id.clone();
+    let last_success = {
+        let id = connection_id.clone();
+        store.read(move |conn, _| sync_runs::last_success_started(conn, &id)).await?
+    };
+    let mut warnings = Vec::new();
+    let mode = match (request.full, last_success, connection.delta_state.as_deref()) {
+        (true, _, _) | (false, None, _) | (false, _, None) => Mode::Full,
+        (false, Some(at), _) if connection.updated_at > at => {
+            warnings.push(
+                "the connection's settings changed since its last successful run, so this run read the whole source"
+                    .to_string(),
+            );
+            Mode::Full
+        }
+        (false, Some(_), Some(_)) if connection.config.rules.app_id.is_some() => {
+            warnings.push(
+                "a connection limited to an app's assignments reads the whole source on every run: Okta offers no \
+                 change listing for app assignments"
+                    .to_string(),
+            );
+            Mode::Full
+        }
+        (false, Some(_), Some(watermark)) => {
+            match delta_since(watermark) {
+                Some(since) => Mode::Delta { since },
+                None => {
+                    warnings.push(format!("the stored delta position '{watermark}' is unreadable; this run read the whole source"));
+                    Mode::Full
+                }
+            }
+        }
+    };
+    let terms = store.sync_lease().clone();
+    let connection_name = connection.config.name.clone();
+    let (trigger, dry_run, name) = (request.trigger, request.dry_run, mode.name());
+    let id = connection_id.clone();
+    let begun = store
+        .write(move |conn, _| {
+            let run_id = sync_runs::start(conn, &id, trigger, name, dry_run)?;
+            let now = crate::store::now_millis();
+            let abandoned = sync_leases::acquire(conn, &id, &connection_name, &run_id, &terms, now)?;
+            if !wanted(conn, &run_id)? {
+                sync_leases::withdraw(conn, &id, &run_id)?;
+                return Ok((None, abandoned));
+            }
+            Ok((Some(run_id), abandoned))
+        })
+        .await?;
+    let (run_id, abandoned) = begun;
+    if let Some(abandoned) = abandoned {
+        tracing::warn!(
+            connection = %connection_id, abandoned = %abandoned,
+            "took over the lease of a run whose instance stopped; that run is marked failed"
+        );
+    }
+    Ok(run_id.map(|run_id| Started { run_id, request, mode, warnings }))
+}
+
+impl Report {
+    /// The report of a run that lost its connection's lease (see `Store::hold_sync_lease`): it
+    /// failed, whatever it had reached.
+    fn lost_lease(mut self) -> Report {
+        self.status = "failed";
+        self.error = Some(
+            "this run lost its lease on the connection (its instance did not renew it in time) and another run \
+             took the connection over; this run's outcome was not recorded as the connection's last good run"
+                .to_string(),
+        );
+        self
     }
 }

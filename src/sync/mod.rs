@@ -7,3 +7,4 @@ pub mod okta;
 pub mod okta_auth;
 pub mod plan;
 pub mod rules;
+pub mod scheduler;

@@ -94,6 +94,8 @@ pub struct TestServer {
     pub store: Store,
     pub config: Config,
     pub http: reqwest::Client,
+    /// The sync scheduler, when the test turned it on (`config.sync.scheduler`).
+    pub scheduler: Option<scimd::sync::scheduler::Handle>,
     system: actix_web::rt::System,
     _data_dir: Option<tempfile::TempDir>,
 }
@@ -114,6 +116,8 @@ impl TestServer {
         config.rate_limit.requests_per_second = 0;
         // A server that can seal importer credentials, as a production one would be set up.
         config.secret_key = scimd::config::Secret(scimd::encryption::SecretKey::generate_hex());
+        // Connections run only when a test runs them; the scheduler tests turn it on.
+        config.sync.scheduler = false;
         adjust(&mut config);
         let store = app::open_store(&config).unwrap();
         store.migrate().unwrap();
@@ -125,18 +129,7 @@ impl TestServer {
                 Ok((created.id, issued.token.secret, admin.token.secret))
             })
             .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (server_store, server_config) = (store.clone(), config.clone());
-        std::thread::spawn(move || {
-            let system = actix_web::rt::System::new();
-            system.block_on(async move {
-                let running = app::start(server_store, server_config, listener).unwrap();
-                started_tx.send((running.addr, actix_web::rt::System::current())).unwrap();
-                running.server.await.unwrap();
-            });
-        });
-        let (addr, system) = started_rx.recv().unwrap();
+        let (addr, system, scheduler) = serve(store.clone(), config.clone());
         TestServer {
             backend,
             base_url: format!("http://{addr}"),
@@ -146,8 +139,32 @@ impl TestServer {
             store,
             config,
             http: reqwest::Client::new(),
+            scheduler,
             system,
             _data_dir: data_dir,
+        }
+    }
+
+    /// Another scimd instance on this server's database (its own pool, SQLite writer and sync
+    /// lease holder), as behind a load balancer; same directory, key and admin token. Drop it
+    /// before this server.
+    pub fn join(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = self.config.clone();
+        adjust(&mut config);
+        let store = app::open_store(&config).unwrap();
+        let (addr, system, scheduler) = serve(store.clone(), config.clone());
+        TestServer {
+            backend: self.backend,
+            base_url: format!("http://{addr}"),
+            key: self.key.clone(),
+            admin_token: self.admin_token.clone(),
+            directory: self.directory.clone(),
+            store,
+            config,
+            http: reqwest::Client::new(),
+            scheduler,
+            system,
+            _data_dir: None,
         }
     }
 
@@ -224,6 +241,27 @@ impl TestServer {
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
         reply.body
     }
+}
+
+/// Serves `store` on 127.0.0.1:0 on a thread of its own, with the sync scheduler when the
+/// configuration asks for it.
+fn serve(
+    store: Store,
+    config: Config,
+) -> (std::net::SocketAddr, actix_web::rt::System, Option<scimd::sync::scheduler::Handle>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_web::rt::System::new();
+        system.block_on(async move {
+            let key = config.secret_key().unwrap();
+            let scheduler = scimd::sync::scheduler::spawn(store.clone(), key, &config.sync);
+            let running = app::start(store, config, listener).unwrap();
+            started_tx.send((running.addr, actix_web::rt::System::current(), scheduler)).unwrap();
+            running.server.await.unwrap();
+        });
+    });
+    started_rx.recv().unwrap()
 }
 
 impl Drop for TestServer {

@@ -3,3 +3,4 @@ mod okta_auth;
 mod okta_delta;
 mod okta_import;
 mod okta_verify;
+mod scheduler;
