@@ -151,10 +151,28 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
     {
+        self.write_in(false, work).await
+    }
+
+    /// [`Store::write`] for a large write (an import batch): on SQLite it gets a transaction of
+    /// its own, never grouped with others (see `writer`).
+    pub async fn write_bulk<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+    {
+        self.write_in(true, work).await
+    }
+
+    async fn write_in<T, F>(&self, bulk: bool, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
+    {
         match &self.sqlite_writer {
             Some(writer) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                writer.submit(work, move |result| {
+                writer.submit(bulk, work, move |result| {
                     let _ = reply.send(result);
                 })?;
                 answer.await.map_err(|_| Error::Unavailable("the SQLite writer stopped".into()))?
@@ -226,7 +244,7 @@ impl Store {
         match &self.sqlite_writer {
             Some(writer) => {
                 let (reply, answer) = std::sync::mpsc::channel();
-                writer.submit(work, move |result| {
+                writer.submit(false, work, move |result| {
                     let _ = reply.send(result);
                 })?;
                 answer.recv().map_err(|_| Error::Unavailable("the SQLite writer stopped".into()))?

@@ -6,6 +6,11 @@
 //! once, and only then answers each caller. A failing write rolls back its savepoint only, so
 //! one bad request never affects another; if the commit fails, every caller in the batch gets
 //! the error. A 201 therefore always means the row is on disk.
+//!
+//! A write alone in its transaction runs without a savepoint (its failure rolls the transaction
+//! back instead): inside a savepoint SQLite first copies every page a write touches to a
+//! sub-journal, which for a large write (an import batch of 500 users touches thousands of index
+//! pages) cost more than the write itself. Bulk writes are therefore never grouped.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -22,9 +27,16 @@ const MAX_BATCH: usize = 256;
 
 /// Called once the batch's fate is known: `None` when it committed.
 type Delivery = Box<dyn FnOnce(Option<&Error>) + Send>;
-/// A queued write. Given the connection (or why there is none), it runs and returns how to
-/// answer its caller.
-type Job = Box<dyn FnOnce(std::result::Result<&mut DbConn, &Error>, &Registry) -> Delivery + Send>;
+/// A queued write. Given the connection (or why there is none) and whether it is alone in its
+/// transaction, it runs and returns how to answer its caller, and whether it failed.
+type Work =
+    Box<dyn FnOnce(std::result::Result<&mut DbConn, &Error>, &Registry, bool) -> (Delivery, bool) + Send>;
+
+struct Job {
+    /// Runs in a transaction of its own (see the module comment).
+    bulk: bool,
+    work: Work,
+}
 
 #[derive(Debug, Clone)]
 pub struct Writer {
@@ -42,35 +54,61 @@ impl Writer {
     }
 
     /// Queues `work`; `reply` receives its result after the commit (or the reason it failed).
-    pub fn submit<T, F>(&self, work: F, reply: impl FnOnce(Result<T>) + Send + 'static) -> Result<()>
+    /// A `bulk` write gets a transaction of its own.
+    pub fn submit<T, F>(
+        &self,
+        bulk: bool,
+        work: F,
+        reply: impl FnOnce(Result<T>) + Send + 'static,
+    ) -> Result<()>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConn, &Registry) -> Result<T> + Send + 'static,
     {
-        let job: Job = Box::new(move |conn, registry| {
+        let work: Work = Box::new(move |conn, registry, alone| {
             let outcome = match conn {
-                // A nested diesel transaction is a SAVEPOINT: an error undoes this write only.
+                // Alone, a failure rolls the whole transaction back; grouped, a nested diesel
+                // transaction is a SAVEPOINT, so an error undoes this write only.
+                Ok(conn) if alone => work(conn, registry),
                 Ok(conn) => conn.transaction(|c| work(c, registry)),
                 Err(error) => Err(Error::Unavailable(format!("the database is not available: {error}"))),
             };
-            Box::new(move |commit_error: Option<&Error>| match commit_error {
+            let failed = outcome.is_err();
+            let delivery: Delivery = Box::new(move |commit_error: Option<&Error>| match commit_error {
                 None => reply(outcome),
                 Some(error) => {
                     reply(Err(Error::Unavailable(format!("the write could not be committed: {error}"))))
                 }
-            })
+            });
+            (delivery, failed)
         });
-        self.queue.send(job).map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))
+        self.queue
+            .send(Job { bulk, work })
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))
     }
 }
 
 fn run(url: &DatabaseUrl, registry: &Registry, jobs: &Receiver<Job>) {
     let mut connection: Option<DbConn> = None;
     // Ends when every Store (and so every sender) is gone.
-    while let Ok(first) = jobs.recv() {
+    // A bulk job met while gathering a batch waits for the next one.
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        let grouping = !first.bulk;
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while grouping && batch.len() < MAX_BATCH {
             match jobs.try_recv() {
+                Ok(job) if job.bulk => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
@@ -79,10 +117,12 @@ fn run(url: &DatabaseUrl, registry: &Registry, jobs: &Receiver<Job>) {
             match establish(url).and_then(|mut conn| {
                 // The one writer touches every index of a large write (an import batch: users,
                 // their values, audit rows); a page cache that holds them spares re-reading and
-                // spilling pages mid-transaction. 64 MiB, for this connection only.
+                // spilling pages mid-transaction. 64 MiB, for this connection only. Statement
+                // journals (a multi-row INSERT keeps the pages it changes until it completes) stay
+                // in memory: on disk they were a write to a temp file per page changed.
                 diesel::connection::SimpleConnection::batch_execute(
                     &mut conn,
-                    "PRAGMA cache_size = -65536;",
+                    "PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
                 )?;
                 Ok(conn)
             }) {
@@ -91,7 +131,7 @@ fn run(url: &DatabaseUrl, registry: &Registry, jobs: &Receiver<Job>) {
                     let error = Error::Unavailable(format!("cannot open the database: {e}"));
                     tracing::error!(%error, "SQLite writer");
                     for job in batch {
-                        job(Err(&error), registry)(Some(&error));
+                        (job.work)(Err(&error), registry, false).0(Some(&error));
                     }
                     continue;
                 }
@@ -112,15 +152,20 @@ fn commit_batch(conn: &mut DbConn, registry: &Registry, batch: Vec<Job>) -> bool
     if let Err(e) = Manager::begin_transaction(conn) {
         let error = Error::Unavailable(format!("cannot begin a transaction: {e}"));
         for job in batch {
-            job(Err(&error), registry)(Some(&error));
+            (job.work)(Err(&error), registry, false).0(Some(&error));
         }
         return false;
     }
+    let alone = batch.len() == 1;
     let mut deliveries = Vec::with_capacity(batch.len());
     let mut panicked = false;
+    let mut failed_alone = false;
     for job in batch {
-        match catch_unwind(AssertUnwindSafe(|| job(Ok(&mut *conn), registry))) {
-            Ok(delivery) => deliveries.push(delivery),
+        match catch_unwind(AssertUnwindSafe(|| (job.work)(Ok(&mut *conn), registry, alone))) {
+            Ok((delivery, failed)) => {
+                failed_alone |= alone && failed;
+                deliveries.push(delivery);
+            }
             Err(_) => panicked = true,
         }
     }
@@ -128,6 +173,23 @@ fn commit_batch(conn: &mut DbConn, registry: &Registry, batch: Vec<Job>) -> bool
         // A panic mid-write leaves the savepoint state unknown: commit nothing.
         let _ = Manager::rollback_transaction(conn);
         Err(Error::Internal("a write panicked; the batch was rolled back".into()))
+    } else if failed_alone {
+        // The one write failed: undo whatever it did, and answer with its own error.
+        return match Manager::rollback_transaction(conn) {
+            Ok(()) => {
+                for delivery in deliveries {
+                    delivery(None);
+                }
+                true
+            }
+            Err(e) => {
+                let error = Error::Unavailable(format!("rollback failed: {e}"));
+                for delivery in deliveries {
+                    delivery(Some(&error));
+                }
+                false
+            }
+        };
     } else {
         Manager::commit_transaction(conn).map_err(|e| Error::Unavailable(format!("commit failed: {e}")))
     };

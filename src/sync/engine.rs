@@ -485,17 +485,17 @@ impl Run<'_> {
                 let members: Vec<String> = members.into_iter().collect();
                 let (run, source) = (self.run_id.clone(), group.source_id.clone());
                 self.store
-                    .write(move |conn, _| sync_runs::stage_members(conn, &run, &source, &members))
+                    .write_bulk(move |conn, _| sync_runs::stage_members(conn, &run, &source, &members))
                     .await?;
             }
         }
         let run = self.run_id.clone();
-        self.store.write(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
+        self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
         if let Mode::Delta { .. } = self.mode {
             self.stage_affected_users(client, affected, progress).await?;
             let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
             self.store
-                .write(move |conn, _| source_mirror::complete_stage(conn, &connection, &run))
+                .write_bulk(move |conn, _| source_mirror::complete_stage(conn, &connection, &run))
                 .await?;
         }
         self.watermark = client.first_answer_at().and_then(okta_timestamp);
@@ -513,7 +513,7 @@ impl Run<'_> {
             .filter(|u| !(settings.skip_staged() && u.status == "STAGED"))
             .collect();
         let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
-        self.store.write(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await
+        self.store.write_bulk(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await
     }
 
     /// Reads and stages the users a delta run must decide again though their records did not
@@ -616,7 +616,7 @@ impl Run<'_> {
                 Ok((staged.last().map(|s| s.user.source_id.clone()), outcome, planned_conflicts))
             };
             let (last, outcome, planned_conflicts) =
-                if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
+                if apply { self.store.write_bulk(batch).await? } else { self.store.read(batch).await? };
             tally(&mut counts, &outcome);
             if apply {
                 // The plan pass reported the rest; only what applying found is new.
@@ -679,7 +679,7 @@ impl Run<'_> {
             };
             // Applying deactivates what it reads, so the next read starts over; a plan pages on.
             let ids =
-                if apply { self.store.write(batch).await? } else { self.store.read(batch).await? };
+                if apply { self.store.write_bulk(batch).await? } else { self.store.read(batch).await? };
             deactivated += ids.len() as u64;
             if ids.is_empty() || (ids.len() as i64) < BATCH {
                 break;
@@ -806,7 +806,7 @@ impl Run<'_> {
             Ok((counts, conflicts))
         };
         let (counts, conflicts) =
-            if apply { self.store.write(work).await? } else { self.store.read(work).await? };
+            if apply { self.store.write_bulk(work).await? } else { self.store.read(work).await? };
         self.counts.groups_created = counts.groups_created;
         self.counts.groups_updated = counts.groups_updated;
         self.counts.groups_unchanged = counts.groups_unchanged;

@@ -101,8 +101,17 @@ fn timed(mut command: Command) -> (f64, u64, serde_json::Value) {
     // The importer's progress (phases and their times) goes to the bench's stderr.
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
     let status_file = format!("/proc/{}/status", child.id());
+    let stat_file = format!("/proc/{}/stat", child.id());
     let mut peak_kib = 0u64;
+    let mut cpu_ticks = 0u64;
     loop {
+        // utime + stime (fields 14 and 15), in clock ticks: CPU spent, whatever else the
+        // machine runs meanwhile.
+        if let Ok(stat) = std::fs::read_to_string(&stat_file) {
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            cpu_ticks = cpu_ticks.max(ticks(11) + ticks(12));
+        }
         if let Ok(status) = std::fs::read_to_string(&status_file) {
             if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
                 let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -117,5 +126,6 @@ fn timed(mut command: Command) -> (f64, u64, serde_json::Value) {
     let seconds = started.elapsed().as_secs_f64();
     let output = child.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    eprintln!("CPU (user + system) of the sync run, sampled: {:.1} s", cpu_ticks as f64 / 100.0);
     (seconds, peak_kib / 1024, report)
 }
