@@ -94,6 +94,9 @@ pub struct UserRow {
     pub manager_id: Option<String>,
     /// Set when a SCIM DELETE deprovisioned the user under the `deactivate` policy.
     pub deprovisioned_at: Option<i64>,
+    /// The folded manager name, when the link does not come from the manager's value (see
+    /// `users::ManagerLink`).
+    pub manager_name_pending: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]

@@ -82,6 +82,7 @@ diesel::table! {
         deprovisioned_at -> Nullable<BigInt>,
         source_connection -> Nullable<Text>,
         source_id -> Nullable<Text>,
+        manager_name_pending -> Nullable<Text>,
     }
 }
 

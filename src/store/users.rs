@@ -119,12 +119,7 @@ fn text<'a>(resource: &'a Stored, key: &str) -> Option<&'a str> {
     resource.get(key).and_then(Value::as_str)
 }
 
-fn row_for(
-    directory: &DirectoryId,
-    meta: &Meta,
-    resource: &Stored,
-    manager_id: Option<String>,
-) -> Result<UserRow> {
+fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored, manager: ManagerLink) -> Result<UserRow> {
     let user_name = text(resource, "userName")
         .ok_or_else(|| Error::InvalidValue("attribute 'userName' is required".into()))?
         .to_string();
@@ -140,8 +135,9 @@ fn row_for(
         created_at: meta.created_at,
         modified_at: meta.modified_at,
         version: meta.version,
-        manager_id,
+        manager_id: manager.id,
         deprovisioned_at: None,
+        manager_name_pending: manager.pending_name,
     })
 }
 
@@ -212,6 +208,14 @@ fn only_other(ids: Vec<String>, self_id: &str) -> Option<String> {
     }
 }
 
+/// Where a user's enterprise manager points: the user it resolves to, and, when that does not
+/// come from the manager's `value`, the folded name a newcomer could resolve it by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagerLink {
+    pub id: Option<String>,
+    pub pending_name: Option<String>,
+}
+
 /// The user of the same directory that `resource`'s enterprise manager names, in order: a
 /// `value` that is a scimd user id; a `value` that is exactly one user's externalId or
 /// employeeNumber; a `displayName` that exactly one user has (case-insensitively). Ambiguous or
@@ -221,9 +225,10 @@ pub fn resolve_manager(
     directory: &DirectoryId,
     self_id: &str,
     resource: &Stored,
-) -> Result<Option<String>> {
-    let Some(manager) = manager_of(resource) else { return Ok(None) };
+) -> Result<ManagerLink> {
+    let Some(manager) = manager_of(resource) else { return Ok(ManagerLink::default()) };
     if let Some(value) = manager.get("value").and_then(Value::as_str) {
+        let by_value = |id| Ok(ManagerLink { id: Some(id), pending_name: None });
         let by_id: Vec<String> = users::table
             .filter(users::directory_id.eq(&directory.0))
             .filter(users::deprovisioned_at.is_null())
@@ -231,7 +236,7 @@ pub fn resolve_manager(
             .select(users::id)
             .load(conn)?;
         if let Some(id) = only_other(by_id, self_id) {
-            return Ok(Some(id));
+            return by_value(id);
         }
         let by_external_id: Vec<String> = users::table
             .filter(users::directory_id.eq(&directory.0))
@@ -241,24 +246,25 @@ pub fn resolve_manager(
             .limit(3)
             .load(conn)?;
         if let Some(id) = only_other(by_external_id, self_id) {
-            return Ok(Some(id));
+            return by_value(id);
         }
         let by_employee_number = users_with_value(conn, directory, EMPLOYEE_NUMBER_KEY, &index::fold(value))?;
         if let Some(id) = only_other(by_employee_number, self_id) {
-            return Ok(Some(id));
+            return by_value(id);
         }
     }
-    if let Some(name) = manager.get("displayName").and_then(Value::as_str) {
-        let by_name: Vec<String> = users::table
-            .filter(users::directory_id.eq(&directory.0))
-            .filter(users::deprovisioned_at.is_null())
-            .filter(users::display_name_folded.eq(index::fold(name)))
-            .select(users::id)
-            .limit(3)
-            .load(conn)?;
-        return Ok(only_other(by_name, self_id));
-    }
-    Ok(None)
+    let Some(name) = manager.get("displayName").and_then(Value::as_str) else {
+        return Ok(ManagerLink::default());
+    };
+    let folded = index::fold(name);
+    let by_name: Vec<String> = users::table
+        .filter(users::directory_id.eq(&directory.0))
+        .filter(users::deprovisioned_at.is_null())
+        .filter(users::display_name_folded.eq(&folded))
+        .select(users::id)
+        .limit(3)
+        .load(conn)?;
+    Ok(ManagerLink { id: only_other(by_name, self_id), pending_name: Some(folded) })
 }
 
 /// After `user_id` was written as `resource`: the users whose manager names it (it may have
@@ -292,52 +298,32 @@ fn relink_reports(
             .select(user_values::user_id)
             .load::<String>(conn)?,
     );
+    // By name: only reports whose link does not come from their manager's value can change.
     if let Some(name) = text(resource, "displayName") {
-        let by_name: Vec<String> = user_values::table
-            .filter(user_values::directory_id.eq(&directory.0))
-            .filter(user_values::attr.eq(MANAGER_NAME_KEY))
-            .filter(user_values::value.eq(index::fold(name)))
-            .select(user_values::user_id)
-            .load(conn)?;
-        candidates.extend(without_links_by_id(conn, by_name)?);
+        candidates.extend(
+            users::table
+                .filter(users::directory_id.eq(&directory.0))
+                .filter(users::manager_name_pending.eq(index::fold(name)))
+                .select(users::id)
+                .load::<String>(conn)?,
+        );
     }
     candidates.remove(user_id);
     for report in candidates {
         let Some(row) = find_live_row(conn, directory, &report)? else { continue };
+        let row_pending_name = row.manager_name_pending.clone();
         let current = record(row)?;
         let resolved = resolve_manager(conn, directory, &report, &current.resource)?;
-        if resolved != current.manager_id {
-            diesel::update(users::table.find(&report)).set(users::manager_id.eq(resolved)).execute(conn)?;
+        if resolved.id != current.manager_id || resolved.pending_name != row_pending_name {
+            diesel::update(users::table.find(&report))
+                .set((
+                    users::manager_id.eq(resolved.id),
+                    users::manager_name_pending.eq(resolved.pending_name),
+                ))
+                .execute(conn)?;
         }
     }
     Ok(())
-}
-
-/// Of reports found by their manager's name, those whose link a new name could change: a
-/// report whose manager `value` is the id it is linked to resolves by that id first, whatever
-/// names arrive (common names would otherwise re-resolve every namesake's reports on each write).
-fn without_links_by_id(conn: &mut DbConn, reports: Vec<String>) -> Result<Vec<String>> {
-    if reports.is_empty() {
-        return Ok(reports);
-    }
-    let mut by_id = std::collections::HashSet::new();
-    for chunk in reports.chunks(500) {
-        let linked: Vec<(String, Option<String>)> =
-            users::table.filter(users::id.eq_any(chunk)).select((users::id, users::manager_id)).load(conn)?;
-        let values: Vec<(String, String)> = user_values::table
-            .filter(user_values::user_id.eq_any(chunk))
-            .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
-            .select((user_values::user_id, user_values::value))
-            .load(conn)?;
-        let values: HashMap<String, String> = values.into_iter().collect();
-        by_id.extend(
-            linked
-                .into_iter()
-                .filter(|(id, manager)| manager.is_some() && values.get(id) == manager.as_ref())
-                .map(|(id, _)| id),
-        );
-    }
-    Ok(reports.into_iter().filter(|id| !by_id.contains(id)).collect())
 }
 
 fn unique_user_name(error: diesel::result::Error, resource: &Stored) -> Error {
@@ -376,8 +362,9 @@ pub fn insert_with_id(
     resource.entry("active").or_insert(Value::Bool(true));
     let now = now_millis();
     let meta = Meta { id: id.0, created_at: now, modified_at: now, version: 1 };
-    let manager_id = resolve_manager(conn, directory, &meta.id, &resource)?;
-    let row = row_for(directory, &meta, &resource, manager_id.clone())?;
+    let manager = resolve_manager(conn, directory, &meta.id, &resource)?;
+    let manager_id = manager.id.clone();
+    let row = row_for(directory, &meta, &resource, manager)?;
     diesel::insert_into(users::table)
         .values(&row)
         .execute(conn)
@@ -443,8 +430,9 @@ pub fn modify(
         version: current.meta.version + 1,
         ..current.meta
     };
-    let manager_id = resolve_manager(conn, directory, id, &resource)?;
-    let row = row_for(directory, &meta, &resource, manager_id.clone())?;
+    let manager = resolve_manager(conn, directory, id, &resource)?;
+    let manager_id = manager.id.clone();
+    let row = row_for(directory, &meta, &resource, manager)?;
     diesel::update(users::table.find(id))
         .set(&row)
         .execute(conn)
@@ -522,8 +510,15 @@ pub fn delete(
                 ))
                 .execute(conn)?;
             diesel::delete(group_members::table.filter(group_members::user_id.eq(id))).execute(conn)?;
+            // Its reports lose their link; a newcomer of their manager's name may take it.
+            let manager_name = user_values::table
+                .filter(user_values::user_id.eq(users::id))
+                .filter(user_values::attr.eq(MANAGER_NAME_KEY))
+                .select(user_values::value)
+                .limit(1)
+                .single_value();
             diesel::update(users::table.filter(users::manager_id.eq(id)))
-                .set(users::manager_id.eq(None::<String>))
+                .set((users::manager_id.eq(None::<String>), users::manager_name_pending.eq(manager_name)))
                 .execute(conn)?;
         }
     }

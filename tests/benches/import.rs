@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench import -- --users 100000 --groups 2000
 //! cargo bench --bench import -- --users 10000 --groups 200 --okta-limits
+//! cargo bench --bench import -- --users 100000 --groups 2000 --delta 1000 --skip-second-full
 //! ```
 //!
 //! `--okta-limits` enforces Okta's published per-minute buckets in the fake (users 600, groups
@@ -33,6 +34,9 @@ fn main() {
     let users: usize = value("--users", "100000").parse().unwrap();
     let groups: usize = value("--groups", "2000").parse().unwrap();
     let okta_limits = args.iter().any(|a| a == "--okta-limits");
+    // `--delta N`: after the full runs, N changes in the org, then a delta run.
+    let changes: usize = value("--delta", "0").parse().unwrap();
+    let only_delta = args.iter().any(|a| a == "--skip-second-full");
 
     let started = Instant::now();
     let mut org = Org::generate(users, groups, 1);
@@ -81,17 +85,50 @@ fn main() {
         .unwrap()
         .success());
 
-    println!("| run | users | groups | memberships | seconds | peak RSS MiB | created | unchanged | members added | requests |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for label in ["first full run", "second full run, no change"] {
+    println!(
+        "| run | users | groups | memberships | seconds | peak RSS MiB | created | updated | deactivated | unchanged | members added | requests |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let row = |label: &str, args: &[&str]| {
         let requests_before = fake.requests().len();
-        let (seconds, rss, report) = timed(scimd(&["sync", "run", "acme/okta", "--full", "--json"]));
+        let (seconds, rss, report) = timed(scimd(args));
         let requests = fake.requests().len() - requests_before;
         println!(
-            "| {label} | {users} | {groups} | {memberships} | {seconds:.1} | {rss} | {} | {} | {} | {requests} |",
-            report["users"]["created"], report["users"]["unchanged"], report["memberships"]["added"]
+            "| {label} | {users} | {groups} | {memberships} | {seconds:.1} | {rss} | {} | {} | {} | {} | {} | {requests} |",
+            report["users"]["created"],
+            report["users"]["updated"],
+            report["users"]["deactivated"],
+            report["users"]["unchanged"],
+            report["memberships"]["added"]
         );
         assert_eq!(report["status"], "succeeded", "{report}");
+        report
+    };
+    row("first full run", &["sync", "run", "acme/okta", "--full", "--json"]);
+    if !only_delta {
+        row("second full run, no change", &["sync", "run", "acme/okta", "--full", "--json"]);
+    }
+    row("delta run, no change", &["sync", "run", "acme/okta", "--json"]);
+    if changes > 0 {
+        // A day's worth of churn: retitled and moved people, leavers, joiners, and group moves
+        // (a membership change touches the group, not the user).
+        fake.change(|org| {
+            let ids: Vec<String> = org.users.iter().map(|u| u.id.clone()).collect();
+            let group_ids: Vec<String> =
+                org.groups.iter().filter(|g| g.group_type != "BUILT_IN").map(|g| g.id.clone()).collect();
+            for i in 0..changes {
+                let user = &ids[(i * 7919) % ids.len()];
+                match i % 4 {
+                    0 | 1 => org.update_user(user, |u| {
+                        u.profile.insert("title".into(), serde_json::json!(format!("Retitled {i}")));
+                    }),
+                    2 => org.update_user(user, |u| u.status = "DEPROVISIONED".into()),
+                    _ => org.add_member(&group_ids[i % group_ids.len()], user),
+                }
+            }
+        });
+        let report = row(&format!("delta run, {changes} changes"), &["sync", "run", "acme/okta", "--json"]);
+        assert_eq!(report["mode"], "delta", "{report}");
     }
 }
 

@@ -90,10 +90,38 @@ async fn managers_are_linked_best_effort_and_relinked(server: TestServer) {
     assert_eq!(server.patch(&format!("/scim/v2/Users/{report}"), &patch).await.status, StatusCode::OK);
     assert_eq!(manager(&server, &report).await["value"], kari.as_str());
 
+    // A report that names her by id and name both.
+    let third = server
+        .create_user(with_manager(
+            "tor@x.example",
+            "Tor Lie",
+            json!({"value": kari.as_str(), "displayName": "Kari Lunde-Olsen"}),
+        ))
+        .await;
+    let third = third["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        manager(&server, &third).await["$ref"],
+        server.url(&format!("/scim/v2/Users/{kari}")).as_str()
+    );
+
     // The manager is deprovisioned: the links go, the text stays.
     assert_eq!(server.delete(&format!("/scim/v2/Users/{kari}")).await.status, StatusCode::NO_CONTENT);
     assert_eq!(manager(&server, &report).await, json!({"displayName": "Kari Lunde-Olsen"}));
     assert_eq!(manager(&server, &second).await, json!({"value": "00uKARI"}));
+
+    // A successor of that name arrives: the report that names its manager by name links to her.
+    let mut successor = user_body("kari.lo@x.example");
+    successor["displayName"] = json!("Kari Lunde-Olsen");
+    let successor = server.create_user(successor).await["id"].as_str().unwrap().to_string();
+    assert_eq!(manager(&server, &report).await["value"], successor.as_str());
+    let third_manager = manager(&server, &third).await;
+    assert_eq!(third_manager["value"], kari.as_str(), "kept as sent");
+    assert_eq!(
+        third_manager["$ref"],
+        server.url(&format!("/scim/v2/Users/{successor}")).as_str(),
+        "its id names nobody now; its name names the successor"
+    );
+    assert_eq!(manager(&server, &second).await, json!({"value": "00uKARI"}), "names by value only");
 }
 
 async fn ambiguous_or_self_references_link_nothing(server: TestServer) {
