@@ -96,16 +96,29 @@ pub fn complete_stage(conn: &mut DbConn, connection_id: &str, run_id: &str) -> R
     Ok(())
 }
 
-/// The groups some staged membership names: after [`complete_stage`], the groups a delta run
-/// must set the members of besides those it re-read.
-pub fn groups_with_staged_members(conn: &mut DbConn, run_id: &str) -> Result<HashSet<String>> {
-    Ok(sync_stage_members::table
-        .filter(sync_stage_members::run_id.eq(run_id))
-        .select(sync_stage_members::group_source_id)
-        .distinct()
-        .load::<String>(conn)?
-        .into_iter()
-        .collect())
+/// The groups (by source id) of the staged users the connection does not own yet: besides the
+/// groups it re-read, a delta run must set the members of these, as their new members get ids
+/// only in this run. Costs the number of staged users.
+pub fn groups_of_new_users(conn: &mut DbConn, connection_id: &str, run_id: &str) -> Result<HashSet<String>> {
+    let staged: Vec<String> = sync_stage_users::table
+        .filter(sync_stage_users::run_id.eq(run_id))
+        .select(sync_stage_users::source_id)
+        .load(conn)?;
+    let refs: Vec<&str> = staged.iter().map(String::as_str).collect();
+    let owned = super::sync_runs::owned_ids(conn, connection_id, &refs)?;
+    let new: Vec<&str> = refs.into_iter().filter(|source| !owned.contains_key(*source)).collect();
+    let mut groups = HashSet::new();
+    for chunk in new.chunks(500) {
+        groups.extend(
+            sync_stage_members::table
+                .filter(sync_stage_members::run_id.eq(run_id))
+                .filter(sync_stage_members::user_source_id.eq_any(chunk))
+                .select(sync_stage_members::group_source_id)
+                .distinct()
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(groups)
 }
 
 /// Moves the mirror to what a successful run read, and the next delta run's start to

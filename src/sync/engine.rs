@@ -175,6 +175,7 @@ impl Started {
             planned_unchanged: 0,
             mode: self.mode.clone(),
             watermark: None,
+            groups_of_new_users: HashSet::new(),
         };
         // The lease is renewed while the run works; a run that lost it stops (between two
         // transactions: whatever it applied is whole).
@@ -263,6 +264,9 @@ struct Run<'a> {
     mode: Mode,
     /// Where the next delta run starts: Okta's clock when this run began reading.
     watermark: Option<String>,
+    /// Delta runs: groups it did not re-read that hold users it will create (see
+    /// `source_mirror::groups_of_new_users`).
+    groups_of_new_users: HashSet<String>,
 }
 
 /// The Okta client of a connection, with its API token or service-app key opened by the server
@@ -494,8 +498,12 @@ impl Run<'_> {
         if let Mode::Delta { .. } = self.mode {
             self.stage_affected_users(client, affected, progress).await?;
             let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
-            self.store
-                .write_bulk(move |conn, _| source_mirror::complete_stage(conn, &connection, &run))
+            self.groups_of_new_users = self
+                .store
+                .write_bulk(move |conn, _| {
+                    source_mirror::complete_stage(conn, &connection, &run)?;
+                    source_mirror::groups_of_new_users(conn, &connection, &run)
+                })
                 .await?;
         }
         self.watermark = client.first_answer_at().and_then(okta_timestamp);
@@ -694,7 +702,7 @@ impl Run<'_> {
     /// Imported groups: created or renamed, members set to the imported users among the
     /// source's; owned groups the source no longer has, or the rules no longer select, are
     /// stale (kept with their members). A delta run visits the groups it read and those a user
-    /// it staged belongs to, taking the members of the latter from the mirror.
+    /// it creates belongs to, taking the members of the latter from the mirror.
     async fn groups_pass(&mut self, apply: bool) -> Result<()> {
         let settings = config(self.connection).clone();
         let (run, connection, directory, actor) = (
@@ -707,14 +715,14 @@ impl Run<'_> {
         let prefixes = settings.rules.group_prefixes.clone();
         let app_filter = settings.rules.app_id.is_some();
         let full = self.mode == Mode::Full;
+        let groups_of_new_users = self.groups_of_new_users.clone();
         let work = move |conn: &mut crate::store::DbConn,
                          registry: &Registry|
               -> Result<(Counts, Vec<Value>)> {
             let mut counts = Counts::default();
             let mut conflicts = Vec::new();
             let staged = sync_runs::staged_groups(conn, &run)?;
-            let touched =
-                if full { HashSet::new() } else { source_mirror::groups_with_staged_members(conn, &run)? };
+            let touched = &groups_of_new_users;
             let mut selected = BTreeSet::new();
             for group in staged {
                 if !rules::okta_group_selected(&group.group_type, &group.name, &types, &prefixes) {

@@ -104,7 +104,29 @@ fn main() {
         assert_eq!(report["status"], "succeeded", "{report}");
         report
     };
+    let requests_before = fake.requests().len();
     row("first full run", &["sync", "run", "acme/okta", "--full", "--json"]);
+    if okta_limits {
+        // The least time these requests can take within half of each bucket per 60 s window:
+        // a bucket's n requests need ceil(n / allowance) windows, all but the last waited out
+        // whole; the importer uses the buckets one after another (users, then groups).
+        let requests = fake.requests()[requests_before..].to_vec();
+        let in_bucket = |f: &dyn Fn(&str) -> bool| {
+            requests.iter().filter(|r| f(r.path_and_query.split('?').next().unwrap_or_default())).count()
+        };
+        let buckets = [
+            ("users", in_bucket(&|p| p == "/api/v1/users"), 600),
+            ("groups", in_bucket(&|p| p.starts_with("/api/v1/groups")), 500),
+        ];
+        let mut floor = 0;
+        for (name, count, limit) in buckets {
+            let allowance = limit / 2;
+            let windows = count.div_ceil(allowance);
+            floor += windows.saturating_sub(1) * 60;
+            eprintln!("{name} bucket: {count} requests, {allowance} per window: {windows} windows");
+        }
+        println!("floor set by the limits (reading only): {floor} s; compare the run's 'read the source' time");
+    }
     if !only_delta {
         row("second full run, no change", &["sync", "run", "acme/okta", "--full", "--json"]);
     }
