@@ -587,13 +587,7 @@ impl Run<'_> {
     async fn users_pass(&mut self, apply: bool) -> Result<Counts> {
         let mut counts = Counts::default();
         let settings = config(self.connection).clone();
-        let user_rules = UserRules {
-            email_domains: settings.rules.email_domains.clone(),
-            include_subdomains: settings.rules.include_subdomains,
-            allowed_groups: settings.rules.allowed_users_groups.clone(),
-            denied_groups: settings.rules.denied_users_groups.clone(),
-            skip_staged: settings.skip_staged(),
-        };
+        let user_rules = user_rules(&settings);
         let losers = {
             let run = self.run_id.clone();
             self.store.read(move |conn, _| sync_runs::collision_losers(conn, &run)).await?
@@ -716,12 +710,14 @@ impl Run<'_> {
         let app_filter = settings.rules.app_id.is_some();
         let full = self.mode == Mode::Full;
         let groups_of_new_users = self.groups_of_new_users.clone();
+        let user_rules = user_rules(&settings);
         let work = move |conn: &mut crate::store::DbConn,
                          registry: &Registry|
               -> Result<(Counts, Vec<Value>)> {
             let mut counts = Counts::default();
             let mut conflicts = Vec::new();
             let staged = sync_runs::staged_groups(conn, &run)?;
+            let losers = if apply { HashMap::new() } else { sync_runs::collision_losers(conn, &run)? };
             let touched = &groups_of_new_users;
             let mut selected = BTreeSet::new();
             for group in staged {
@@ -745,8 +741,15 @@ impl Run<'_> {
                     continue;
                 }
                 let wanted: Vec<&str> = member_sources.iter().map(String::as_str).collect();
-                let member_ids: BTreeSet<String> =
-                    sync_runs::owned_ids(conn, &connection, &wanted)?.into_values().collect();
+                // Applying, the users pass has created whom it could: members are what exists. A
+                // dry run counts the members applying would give.
+                let member_ids: BTreeSet<String> = if apply {
+                    sync_runs::owned_ids(conn, &connection, &wanted)?
+                } else {
+                    planned_ids(conn, &run, &connection, &directory, &wanted, &user_rules, &losers)?
+                }
+                .into_values()
+                .collect();
                 let body = json!({"schemas": [GROUP_SCHEMA], "displayName": group.name, "externalId": group.source_id});
                 let desired = resource::normalize(&registry.group, &body)?;
                 match groups::find_owned(conn, &connection, &group.source_id)? {
@@ -826,6 +829,17 @@ impl Run<'_> {
     }
 }
 
+/// The rules of a connection that decide about users.
+fn user_rules(settings: &Connection) -> UserRules {
+    UserRules {
+        email_domains: settings.rules.email_domains.clone(),
+        include_subdomains: settings.rules.include_subdomains,
+        allowed_groups: settings.rules.allowed_users_groups.clone(),
+        denied_groups: settings.rules.denied_users_groups.clone(),
+        skip_staged: settings.skip_staged(),
+    }
+}
+
 fn urlencode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
@@ -869,7 +883,7 @@ fn decide_batch(
     // Managers are linked by the id their user has (or will have) in this run.
     let manager_sources: Vec<&str> =
         staged.iter().filter_map(|s| s.user.manager_source_id.as_deref()).collect();
-    let managers = manager_ids(conn, run, connection, directory, &manager_sources, rules, losers)?;
+    let managers = planned_ids(conn, run, connection, directory, &manager_sources, rules, losers)?;
     let normalized = |body: &Value| resource::normalize(&registry.user, body).ok();
     let ids: Vec<&str> = staged.iter().map(|s| s.user_id.as_str()).collect();
     let mut stored = users::stored_resources(conn, directory, &ids)?;
@@ -922,36 +936,37 @@ fn decide_batch(
     Ok(outcome)
 }
 
-/// The scimd ids of the managers `manager_sources` name that exist or that this run creates, by
-/// source id. A manager the rules leave out stays a name only, never an id that exists nowhere;
-/// one that a delta run did not read keeps the id it has.
-fn manager_ids(
+/// The scimd ids of the users among `sources` that the connection owns or that this run
+/// creates, by source id: what a manager or a group member links to. A user the rules leave out
+/// links nothing, never an id that exists nowhere; one a delta run did not read keeps its id. A
+/// dry run counts members this way, as applying would make them.
+fn planned_ids(
     conn: &mut crate::store::DbConn,
     run: &str,
     connection: &str,
     directory: &DirectoryId,
-    manager_sources: &[&str],
+    sources: &[&str],
     rules: &UserRules,
     losers: &HashMap<String, String>,
 ) -> Result<HashMap<String, String>> {
-    let mut ids = sync_runs::owned_ids(conn, connection, manager_sources)?;
-    let staged: Vec<StagedUser> = sync_runs::staged_by_source(conn, run, manager_sources)?
+    let mut ids = sync_runs::owned_ids(conn, connection, sources)?;
+    let staged: Vec<StagedUser> = sync_runs::staged_by_source(conn, run, sources)?
         .into_iter()
-        .filter(|m| !ids.contains_key(&m.user.source_id))
+        .filter(|c| !ids.contains_key(&c.user.source_id))
         .collect();
     let folded: Vec<String> =
-        staged.iter().filter_map(|m| m.user.user_name.as_deref().map(crate::scim::index::fold)).collect();
+        staged.iter().filter_map(|c| c.user.user_name.as_deref().map(crate::scim::index::fold)).collect();
     let holders = sync_runs::name_holders(conn, &directory.0, &folded)?;
-    for manager in staged {
-        let user = &manager.user;
+    for candidate in staged {
+        let user = &candidate.user;
         let held = losers.contains_key(&user.source_id)
             || user
                 .user_name
                 .as_deref()
                 .and_then(|name| holders.get(&crate::scim::index::fold(name)))
-                .is_some_and(|(holder, _)| *holder != manager.user_id);
+                .is_some_and(|(holder, _)| *holder != candidate.user_id);
         if plan::creates(&user.status, user.user_name.as_deref(), &user.primary_email, held, rules) {
-            ids.insert(user.source_id.clone(), manager.user_id);
+            ids.insert(user.source_id.clone(), candidate.user_id);
         }
     }
     Ok(ids)

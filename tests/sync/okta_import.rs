@@ -243,6 +243,11 @@ async fn a_dry_run_writes_nothing(server: TestServer) {
     assert_eq!(report.counts.users_created, 6);
     assert_eq!(server.get("/scim/v2/Users").await.body["totalResults"], 0);
     assert_eq!(server.get("/scim/v2/Groups").await.body["totalResults"], 0);
+    // The plan is exact: applying it does what the dry run said, memberships of users it creates
+    // included.
+    let applied = run(&server, &connection, full()).await;
+    assert_eq!(applied.counts, report.counts);
+    assert_eq!(applied.counts.members_added, 3, "{:?}", applied.counts);
 }
 
 async fn a_failure_while_reading_applies_nothing_and_names_the_remedy(server: TestServer) {
