@@ -376,14 +376,7 @@ impl OktaClient {
                 }
                 429 | 500 | 502 | 503 | 504 if attempt < self.max_retries => {
                     attempt += 1;
-                    let wait = if status == 429 { reset_wait(&headers) } else { backoff(attempt) };
-                    tracing::warn!(
-                        status,
-                        attempt,
-                        wait_ms = wait.as_millis() as u64,
-                        "Okta asked to slow down or failed; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
+                    wait_to_retry(status, &headers, attempt, "Okta").await;
                 }
                 _ => {
                     let (code, summary) = error_code(&body);
@@ -507,9 +500,22 @@ fn server_now(headers: &HeaderMap) -> u64 {
         .max(0) as u64
 }
 
+/// Before retrying a request Okta answered with a 429 (until its window resets) or a transient
+/// 5xx (jittered backoff, by `attempt`), logged as what was asked (`who`).
+pub(super) async fn wait_to_retry(status: u16, headers: &HeaderMap, attempt: u32, who: &str) {
+    let wait = if status == 429 { reset_wait(headers) } else { backoff(attempt) };
+    tracing::warn!(
+        status,
+        attempt,
+        wait_ms = wait.as_millis() as u64,
+        "{who} asked to slow down or failed; retrying"
+    );
+    tokio::time::sleep(wait).await;
+}
+
 /// After a 429: until `X-Rate-Limit-Reset` by the server's clock, plus up to a second of jitter
 /// so that clients do not return together.
-pub(super) fn reset_wait(headers: &HeaderMap) -> Duration {
+fn reset_wait(headers: &HeaderMap) -> Duration {
     let reset = headers
         .get("x-rate-limit-reset")
         .and_then(|v| v.to_str().ok())
@@ -521,7 +527,7 @@ pub(super) fn reset_wait(headers: &HeaderMap) -> Duration {
 }
 
 /// Exponential backoff with full jitter: up to 0.5 s, 1 s, 2 s, ... capped at 30 s.
-pub(super) fn backoff(attempt: u32) -> Duration {
+fn backoff(attempt: u32) -> Duration {
     let ceiling =
         Duration::from_millis(500u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(30));
     jitter(ceiling)

@@ -312,18 +312,7 @@ impl OAuth {
             if matches!(status, 429 | 500 | 502 | 503 | 504) && retries < MAX_RETRIES {
                 retries += 1;
                 steps -= 1;
-                let wait = if status == 429 {
-                    super::okta::reset_wait(&headers)
-                } else {
-                    super::okta::backoff(retries)
-                };
-                tracing::warn!(
-                    status,
-                    retries,
-                    wait_ms = wait.as_millis() as u64,
-                    "Okta's token endpoint asked to slow down or failed; retrying"
-                );
-                tokio::time::sleep(wait).await;
+                super::okta::wait_to_retry(status, &headers, retries, "Okta's token endpoint").await;
                 continue;
             }
             let (error, description) = oauth_error(&body);

@@ -125,7 +125,9 @@ fn main() {
             floor += windows.saturating_sub(1) * 60;
             eprintln!("{name} bucket: {count} requests, {allowance} per window: {windows} windows");
         }
-        println!("floor set by the limits (reading only): {floor} s; compare the run's 'read the source' time");
+        println!(
+            "floor set by the limits (reading only): {floor} s; compare the run's 'read the source' time"
+        );
     }
     if !only_delta {
         row("second full run, no change", &["sync", "run", "acme/okta", "--full", "--json"]);

@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod fake_okta;
+pub mod snapshot;
 
 use std::net::TcpListener;
 use std::sync::OnceLock;

@@ -1,13 +1,12 @@
 //! Delta runs: they ask Okta only for what changed since the last successful run, and reach the
 //! same directory a full run reaches. Checked over SCIM, on both backends.
 
-use std::collections::BTreeMap;
-
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::support::fake_okta::{FakeOkta, Org};
+use crate::support::snapshot::{assert_same, snapshot};
 use crate::support::{on_both_backends, TestServer};
 use scimd::store::audit::Actor;
 use scimd::store::connections::{self, ConnectionRecord};
@@ -80,63 +79,6 @@ async fn run(server: &TestServer, connection: &ConnectionRecord, full: bool, dry
     let report = engine::run(&server.store, key.as_ref(), &connection, request, &|_| {}).await.unwrap();
     assert!(matches!(report.status, "succeeded" | "dry_run"), "{report:?}");
     report
-}
-
-/// Every user and group of a directory as its key reads them over SCIM, keyed by Okta id, with
-/// scimd ids (which differ between directories) replaced by Okta ids.
-async fn snapshot(server: &TestServer, key: &str) -> BTreeMap<String, Value> {
-    let mut records = BTreeMap::new();
-    let mut okta_id_of = BTreeMap::new();
-    let mut users = Vec::new();
-    for kind in ["Users", "Groups"] {
-        let mut start = 1;
-        loop {
-            let url = server.url(&format!("/scim/v2/{kind}?startIndex={start}&count=200"));
-            let reply = server.send(server.http.get(url).bearer_auth(key)).await;
-            assert_eq!(reply.status, 200, "{}", reply.body);
-            let page = reply.body["Resources"].as_array().cloned().unwrap_or_default();
-            if page.is_empty() {
-                break;
-            }
-            start += page.len();
-            for mut record in page {
-                let okta_id = record["externalId"].as_str().unwrap().to_string();
-                okta_id_of.insert(record["id"].as_str().unwrap().to_string(), okta_id.clone());
-                let object = record.as_object_mut().unwrap();
-                object.remove("id");
-                object.remove("meta");
-                if kind == "Users" {
-                    users.push(okta_id.clone());
-                }
-                records.insert(okta_id, record);
-            }
-        }
-    }
-    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-    for record in records.values_mut() {
-        if let Some(manager) =
-            record.pointer_mut(&format!("/{enterprise}/manager")).and_then(Value::as_object_mut)
-        {
-            manager.remove("$ref");
-            if let Some(id) = manager.get("value").and_then(Value::as_str) {
-                let okta_id = json!(okta_id_of.get(id));
-                manager.insert("value".into(), okta_id);
-            }
-        }
-        for list in ["members", "groups"] {
-            let Some(members) = record.get_mut(list).and_then(Value::as_array_mut) else { continue };
-            {
-                for member in members.iter_mut() {
-                    let object = member.as_object_mut().unwrap();
-                    object.remove("$ref");
-                    let id = object["value"].as_str().unwrap().to_string();
-                    object.insert("value".into(), json!(okta_id_of.get(&id)));
-                }
-                members.sort_by_key(|m| m["value"].to_string());
-            }
-        }
-    }
-    records
 }
 
 fn user_in_scope(org: &Org, pick: usize) -> String {
@@ -344,17 +286,6 @@ async fn delta_and_full_runs_reach_the_same_directory_after_random_changes(serve
             (snapshot(&server, &server.key).await, snapshot(&server, &mirror_key).await);
         assert_same(&by_delta, &by_full, &format!("round {round}"));
     }
-}
-
-fn assert_same(by_delta: &BTreeMap<String, Value>, by_full: &BTreeMap<String, Value>, when: &str) {
-    let ids: std::collections::BTreeSet<&String> = by_delta.keys().chain(by_full.keys()).collect();
-    let differing: Vec<(&String, Option<&Value>, Option<&Value>)> = ids
-        .into_iter()
-        .filter(|id| by_delta.get(*id) != by_full.get(*id))
-        .map(|id| (id, by_delta.get(id), by_full.get(id)))
-        .take(3)
-        .collect();
-    assert!(differing.is_empty(), "{when}: (id, by delta, by full) differ: {differing:#?}");
 }
 
 /// One random change of the kinds Okta reports to a delta run: profile and status changes,

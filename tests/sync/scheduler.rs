@@ -3,7 +3,6 @@
 //! instance that dies mid-run (even by `kill -9`) leaves a consistent directory, its lease lapses,
 //! its run ends `failed`, and the next run converges to what a clean import gives.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,6 +13,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::fake_okta::{FakeOkta, Org};
+use crate::support::snapshot::{assert_same, snapshot};
 use crate::support::{on_both_backends, TestServer};
 use scimd::config::Config;
 use scimd::error::Error;
@@ -281,7 +281,11 @@ async fn a_crashed_instances_lease_lapses_and_the_next_run_takes_over(server: Te
     let mirror = connect(&server, &fake, "mirror", false);
     let clean = engine::run(&server.store, key.as_ref(), &mirror, full(), &|_| {}).await.unwrap();
     assert_eq!(clean.status, "succeeded", "{clean:?}");
-    assert_same(&snapshot(&server, &server.key).await, &snapshot(&server, &mirror_key).await);
+    assert_same(
+        &snapshot(&server, &server.key).await,
+        &snapshot(&server, &mirror_key).await,
+        "recovered vs clean import",
+    );
 }
 
 fn scimd(dir: &Path, server: &TestServer) -> Command {
@@ -369,7 +373,7 @@ async fn a_run_killed_mid_flight_leaves_the_directory_consistent_and_the_next_ru
     assert_eq!(clean.status, "succeeded", "{clean:?}");
     let (recovered, clean) = (snapshot(&server, &server.key).await, snapshot(&server, &mirror_key).await);
     assert!(recovered.len() > 1000, "{}", recovered.len());
-    assert_same(&recovered, &clean);
+    assert_same(&recovered, &clean, "recovered vs clean import");
 }
 
 /// Waits until the connection's lease (of a killed run) has lapsed.
@@ -401,66 +405,4 @@ async fn assert_consistent(server: &TestServer, connection: &ConnectionRecord) {
         })
         .unwrap();
     assert!(staged.iter().all(|run| running.contains(run)), "stage of ended runs left: {staged:?}");
-}
-
-/// Every user and group of a directory as its key reads them over SCIM, keyed by Okta id, with
-/// scimd ids (which differ between directories) replaced by Okta ids.
-async fn snapshot(server: &TestServer, key: &str) -> BTreeMap<String, Value> {
-    let mut records = BTreeMap::new();
-    let mut okta_id_of = BTreeMap::new();
-    for kind in ["Users", "Groups"] {
-        let mut start = 1;
-        loop {
-            let url = server.url(&format!("/scim/v2/{kind}?startIndex={start}&count=200"));
-            let reply = server.send(server.http.get(url).bearer_auth(key)).await;
-            assert_eq!(reply.status, 200, "{}", reply.body);
-            let page = reply.body["Resources"].as_array().cloned().unwrap_or_default();
-            if page.is_empty() {
-                break;
-            }
-            start += page.len();
-            for mut record in page {
-                let okta_id = record["externalId"].as_str().unwrap().to_string();
-                okta_id_of.insert(record["id"].as_str().unwrap().to_string(), okta_id.clone());
-                let object = record.as_object_mut().unwrap();
-                object.remove("id");
-                object.remove("meta");
-                records.insert(okta_id, record);
-            }
-        }
-    }
-    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-    for record in records.values_mut() {
-        if let Some(manager) =
-            record.pointer_mut(&format!("/{enterprise}/manager")).and_then(Value::as_object_mut)
-        {
-            manager.remove("$ref");
-            if let Some(id) = manager.get("value").and_then(Value::as_str) {
-                let okta_id = json!(okta_id_of.get(id));
-                manager.insert("value".into(), okta_id);
-            }
-        }
-        for list in ["members", "groups"] {
-            let Some(members) = record.get_mut(list).and_then(Value::as_array_mut) else { continue };
-            for member in members.iter_mut() {
-                let object = member.as_object_mut().unwrap();
-                object.remove("$ref");
-                let id = object["value"].as_str().unwrap().to_string();
-                object.insert("value".into(), json!(okta_id_of.get(&id)));
-            }
-            members.sort_by_key(|m| m["value"].to_string());
-        }
-    }
-    records
-}
-
-fn assert_same(recovered: &BTreeMap<String, Value>, clean: &BTreeMap<String, Value>) {
-    let ids: std::collections::BTreeSet<&String> = recovered.keys().chain(clean.keys()).collect();
-    let differing: Vec<(&String, Option<&Value>, Option<&Value>)> = ids
-        .into_iter()
-        .filter(|id| recovered.get(*id) != clean.get(*id))
-        .map(|id| (id, recovered.get(id), clean.get(id)))
-        .take(3)
-        .collect();
-    assert!(differing.is_empty(), "(okta id, recovered, clean import) differ: {differing:#?}");
 }
