@@ -98,7 +98,7 @@ pub fn format_millis(millis: i64) -> String {
 }
 
 /// One value row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     pub attr: String,
     pub pos: i32,

@@ -159,6 +159,10 @@ fn write_values(
             value: &e.value,
         })
         .collect();
+    insert_value_rows(conn, &rows)
+}
+
+fn insert_value_rows(conn: &mut DbConn, rows: &[UserValueRow<'_>]) -> Result<()> {
     // Multi-row INSERT is backend-specific in diesel (no portable form through the enum).
     // Chunked: SQLite caps bound parameters per statement.
     for chunk in rows.chunks(150) {
@@ -169,6 +173,49 @@ fn write_values(
         };
     }
     Ok(())
+}
+
+/// Makes a user's value rows those of `resource`, writing only the rows that differ from what is
+/// stored: a change of one attribute (a title, an e-mail) touches its own rows, not the two dozen
+/// index entries of the whole user. Compared with the rows as stored, not as derived from the old
+/// resource, so rows an older version derived differently are replaced too.
+fn rewrite_values(
+    conn: &mut DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    id: &str,
+    resource: &Stored,
+) -> Result<()> {
+    let stored: std::collections::HashSet<index::Entry> = user_values::table
+        .filter(user_values::user_id.eq(id))
+        .select((user_values::attr, user_values::pos, user_values::value))
+        .load::<(String, i32, String)>(conn)?
+        .into_iter()
+        .map(|(attr, pos, value)| index::Entry { attr, pos, value })
+        .collect();
+    let wanted: std::collections::HashSet<index::Entry> =
+        index::entries(&registry.user, resource).into_iter().collect();
+    for gone in stored.difference(&wanted) {
+        diesel::delete(
+            user_values::table
+                .filter(user_values::user_id.eq(id))
+                .filter(user_values::attr.eq(&gone.attr))
+                .filter(user_values::pos.eq(gone.pos))
+                .filter(user_values::value.eq(&gone.value)),
+        )
+        .execute(conn)?;
+    }
+    let rows: Vec<UserValueRow<'_>> = wanted
+        .difference(&stored)
+        .map(|e| UserValueRow {
+            directory_id: &directory.0,
+            user_id: id,
+            attr: &e.attr,
+            pos: e.pos,
+            value: &e.value,
+        })
+        .collect();
+    insert_value_rows(conn, &rows)
 }
 
 // --- The manager link: best effort, never an error (okta-push.md §4.1). ---
@@ -437,8 +484,7 @@ pub fn modify(
         .set(&row)
         .execute(conn)
         .map_err(|e| unique_user_name(e, &resource))?;
-    diesel::delete(user_values::table.filter(user_values::user_id.eq(id))).execute(conn)?;
-    write_values(conn, registry, directory, id, &resource)?;
+    rewrite_values(conn, registry, directory, id, &resource)?;
     relink_reports(conn, directory, id, &resource)?;
     let operation = match (current.resource.get("active"), resource.get("active")) {
         (Some(Value::Bool(true)), Some(Value::Bool(false))) => "deactivate",

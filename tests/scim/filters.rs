@@ -12,6 +12,7 @@ on_both_backends!(
     bad_filters_get_400_invalid_filter_with_a_useful_detail,
     sort_by_orders_case_insensitively_with_unassigned_last,
     search_endpoint_takes_the_same_request_in_a_body,
+    filters_see_each_change_and_nothing_stale,
 );
 
 async fn seed(server: &TestServer) -> Vec<Value> {
@@ -179,4 +180,42 @@ async fn search_endpoint_takes_the_same_request_in_a_body(server: TestServer) {
         .post("/scim/v2/Users/.search", &json!({"filter": "userName xx \"a\""}))
         .await
         .assert_error(400, Some("invalidFilter"));
+}
+
+/// A write re-indexes only the values that changed: what it removed, moved or replaced no longer
+/// matches, what it kept still does.
+async fn filters_see_each_change_and_nothing_stale(server: TestServer) {
+    let created = seed(&server).await;
+    let ann = created[0]["id"].as_str().unwrap();
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
+        {"op": "replace", "path": "title", "value": "Harbor Master"},
+        {"op": "remove", "path": "emails[type eq \"home\"]"},
+        {"op": "add", "path": "phoneNumbers", "value": [{"value": "+47 22 00 00 00", "type": "work"}]}]});
+    let reply = server.patch(&format!("/scim/v2/Users/{ann}"), &patch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let ann_only = vec!["Ann.Lee@Harbor.example".to_string()];
+    assert_eq!(user_names(&server, "title eq \"Dock Supervisor\"").await, Vec::<String>::new());
+    assert_eq!(user_names(&server, "title eq \"Harbor Master\"").await, ann_only);
+    assert_eq!(user_names(&server, "emails.value eq \"ann@home.example\"").await, Vec::<String>::new());
+    assert_eq!(
+        user_names(&server, "emails[type eq \"work\" and value eq \"ann.lee@harbor.example\"]").await,
+        ann_only
+    );
+    assert_eq!(user_names(&server, "phoneNumbers.value eq \"+47 22 00 00 00\"").await, ann_only);
+    assert_eq!(user_names(&server, &format!("{ENTERPRISE}:department eq \"Logistics\"")).await, ann_only);
+    // Replacing the whole user drops every value it no longer has.
+    let mut put = created[0].clone();
+    for gone in ["title", "emails", "phoneNumbers", ENTERPRISE, "meta", "id"] {
+        put.as_object_mut().unwrap().remove(gone);
+    }
+    let reply = server.put(&format!("/scim/v2/Users/{ann}"), &put).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    for filter in ["title pr", "emails pr", "phoneNumbers pr"] {
+        assert!(!user_names(&server, filter).await.contains(&ann_only[0]), "{filter}");
+    }
+    assert_eq!(
+        user_names(&server, &format!("{ENTERPRISE}:department eq \"Logistics\"")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(user_names(&server, "displayName eq \"Ann Lee\"").await, ann_only);
 }
