@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::connection::{Connection, OktaAuth};
@@ -29,6 +30,8 @@ use crate::store::{groups, secrets, source_mirror, users, Store};
 const BATCH: i64 = 500;
 /// Okta's page size for users and groups (its maximum for users).
 const PAGE: usize = 200;
+/// Groups whose members are read at once: Okta advises at most 2-4 requests in flight per org.
+const MEMBER_READS_IN_FLIGHT: usize = 4;
 /// Users asked for by id in one request (`id eq "…" or …`): keeps the URL near 2 KB.
 const AFFECTED_PER_REQUEST: usize = 40;
 
@@ -424,7 +427,11 @@ impl Run<'_> {
                 }
             }
         }
-        let mut affected = BTreeSet::new();
+        let judged = |id: &str, name: &str| {
+            let reference = GroupRef { id, name };
+            named.iter().any(|list| list.iter().any(|n| rules::names_group(n, &reference)))
+        };
+        // Members are read for the groups the rules import or name, a few groups at a time.
         for group in &mut groups {
             let imported = rules::okta_group_selected(
                 &group.group_type,
@@ -432,28 +439,24 @@ impl Run<'_> {
                 &types,
                 &settings.rules.group_prefixes,
             ) && app_groups.as_ref().is_none_or(|ids| ids.contains(&group.source_id));
-            let judged = |name: &str| {
-                let reference = GroupRef { id: &group.source_id, name };
-                named.iter().any(|list| list.iter().any(|n| rules::names_group(n, &reference)))
+            group.members_read = imported || judged(&group.source_id, &group.name);
+        }
+        let wanted: Vec<String> =
+            groups.iter().filter(|g| g.members_read).map(|g| g.source_id.clone()).collect();
+        let mut listings = futures_util::stream::iter(wanted)
+            .map(|group| read_members(client, group))
+            .buffered(MEMBER_READS_IN_FLIGHT);
+        let mut affected = BTreeSet::new();
+        for group in &groups {
+            let members = if group.members_read {
+                listings
+                    .next()
+                    .await
+                    .ok_or_else(|| Error::Internal("a group's members went unread".into()))??
+            } else {
+                BTreeSet::new()
             };
-            let judged_now = judged(&group.name);
-            group.members_read = imported || judged_now;
-            let mut members = BTreeSet::new();
-            if group.members_read {
-                client
-                    .for_each_page(
-                        &format!("/api/v1/groups/{}/users?limit={PAGE}", group.source_id),
-                        |items| {
-                            members.extend(
-                                items
-                                    .iter()
-                                    .filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string)),
-                            );
-                            Ok(())
-                        },
-                    )
-                    .await?;
-            }
+            let judged_now = judged(&group.source_id, &group.name);
             if let Mode::Delta { .. } = self.mode {
                 // Users whose standing under the allow/deny rules may have changed without their
                 // own record changing (so without a new lastUpdated): joiners and leavers of a
@@ -476,7 +479,7 @@ impl Run<'_> {
                     })
                     .await?;
                 let (old_name, old_members) = before.unwrap_or_default();
-                let judged_before = !old_name.is_empty() && judged(&old_name);
+                let judged_before = !old_name.is_empty() && judged(&group.source_id, &old_name);
                 if judged_now || judged_before {
                     if old_name != group.name || judged_now != judged_before {
                         affected.extend(old_members.union(&members).cloned());
@@ -493,6 +496,7 @@ impl Run<'_> {
                     .await?;
             }
         }
+        drop(listings);
         let run = self.run_id.clone();
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
         if let Mode::Delta { .. } = self.mode {
@@ -838,6 +842,19 @@ fn user_rules(settings: &Connection) -> UserRules {
         denied_groups: settings.rules.denied_users_groups.clone(),
         skip_staged: settings.skip_staged(),
     }
+}
+
+/// The Okta ids of a group's members.
+async fn read_members(client: &OktaClient, group: String) -> Result<BTreeSet<String>> {
+    let mut members = BTreeSet::new();
+    client
+        .for_each_page(&format!("/api/v1/groups/{group}/users?limit={PAGE}"), |items| {
+            members
+                .extend(items.iter().filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string)));
+            Ok(())
+        })
+        .await?;
+    Ok(members)
 }
 
 fn urlencode(text: &str) -> String {
