@@ -148,9 +148,17 @@ fn write_values(
     id: &str,
     resource: &Stored,
 ) -> Result<()> {
-    let entries = index::entries(&registry.user, resource);
+    insert_values(conn, directory, id, &index::entries(&registry.user, resource))
+}
+
+fn insert_values<'a>(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    id: &str,
+    entries: impl IntoIterator<Item = &'a index::Entry>,
+) -> Result<()> {
     let rows: Vec<UserValueRow<'_>> = entries
-        .iter()
+        .into_iter()
         .map(|e| UserValueRow {
             directory_id: &directory.0,
             user_id: id,
@@ -159,10 +167,6 @@ fn write_values(
             value: &e.value,
         })
         .collect();
-    insert_value_rows(conn, &rows)
-}
-
-fn insert_value_rows(conn: &mut DbConn, rows: &[UserValueRow<'_>]) -> Result<()> {
     // Multi-row INSERT is backend-specific in diesel (no portable form through the enum).
     // Chunked: SQLite caps bound parameters per statement.
     for chunk in rows.chunks(150) {
@@ -205,17 +209,7 @@ fn rewrite_values(
         )
         .execute(conn)?;
     }
-    let rows: Vec<UserValueRow<'_>> = wanted
-        .difference(&stored)
-        .map(|e| UserValueRow {
-            directory_id: &directory.0,
-            user_id: id,
-            attr: &e.attr,
-            pos: e.pos,
-            value: &e.value,
-        })
-        .collect();
-    insert_value_rows(conn, &rows)
+    insert_values(conn, directory, id, wanted.difference(&stored))
 }
 
 // --- The manager link: best effort, never an error (okta-push.md §4.1). ---

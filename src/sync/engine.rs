@@ -496,7 +496,6 @@ impl Run<'_> {
                     .await?;
             }
         }
-        drop(listings);
         let run = self.run_id.clone();
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
         if let Mode::Delta { .. } = self.mode {

@@ -169,6 +169,19 @@ impl TestServer {
         }
     }
 
+    /// Creates a pull-sync connection in `directory` from the contract's JSON, its secrets
+    /// sealed with this server's key, as `scimd connection create` does.
+    pub fn connect(&self, directory: &str, body: Value) -> scimd::store::connections::ConnectionRecord {
+        let config = scimd::sync::connection::parse(body).unwrap();
+        let key = self.config.secret_key().unwrap();
+        let directory = directory.to_string();
+        self.store
+            .write_now(move |conn, _| {
+                scimd::store::connections::create(conn, &Actor::Cli, key.as_ref(), &directory, config)
+            })
+            .unwrap()
+    }
+
     /// Another directory with its own key, for isolation tests.
     pub fn second_directory(&self, slug: &str) -> (DirectoryId, String) {
         let slug = slug.to_string();

@@ -15,8 +15,7 @@ use serde_json::{json, Value};
 
 use crate::support::fake_okta::{Failure, FakeOkta, Org, Recorded, ServiceApp};
 use crate::support::{on_both_backends, TestServer};
-use scimd::store::audit::Actor;
-use scimd::store::connections::{self, ConnectionRecord};
+use scimd::store::connections::ConnectionRecord;
 use scimd::sync::engine::{self, Report, RunRequest};
 use scimd::sync::okta::{Caps, OktaClient};
 use scimd::sync::okta_auth::{self, Credentials};
@@ -102,12 +101,7 @@ fn connect(
         "rules": {"app_id": app_id},
         "brake": {"max_deactivate_percent": 50}
     });
-    let config = scimd::sync::connection::parse(body).unwrap();
-    let secret_key = server.config.secret_key().unwrap();
-    server
-        .store
-        .write_now(move |conn, _| connections::create(conn, &Actor::Cli, secret_key.as_ref(), "acme", config))
-        .unwrap()
+    server.connect("acme", body)
 }
 
 async fn run(server: &TestServer, connection: &ConnectionRecord) -> Report {

@@ -57,13 +57,7 @@ fn connect(server: &TestServer, fake: &FakeOkta, directory: &str, rules: Value) 
         "rules": rules,
         "brake": {"max_deactivate_percent": 100}
     });
-    let config = scimd::sync::connection::parse(body).unwrap();
-    let key = server.config.secret_key().unwrap();
-    let directory = directory.to_string();
-    server
-        .store
-        .write_now(move |conn, _| connections::create(conn, &Actor::Cli, key.as_ref(), &directory, config))
-        .unwrap()
+    server.connect(directory, body)
 }
 
 /// The connection as stored now (runs move its delta position).
@@ -225,7 +219,11 @@ async fn changed_settings_and_dry_runs_keep_the_delta_honest(server: TestServer)
     let fake = FakeOkta::start(org(40, 5));
     let connection = connect(&server, &fake, "acme", rules());
     run(&server, &connection, false, false).await;
-    let target = fake.read(|org| org.users.iter().find(|u| u.status == "ACTIVE").unwrap().id.clone());
+    // An active user the first run imported.
+    let imported = snapshot(&server, &server.key).await;
+    let target = fake.read(|org| {
+        org.users.iter().find(|u| u.status == "ACTIVE" && imported.contains_key(&u.id)).unwrap().id.clone()
+    });
     fake.change(|org| {
         org.update_user(&target, |u| {
             u.profile.insert("title".into(), json!("Changed once"));
@@ -235,12 +233,10 @@ async fn changed_settings_and_dry_runs_keep_the_delta_honest(server: TestServer)
     let dry = run(&server, &connection, false, true).await;
     assert_eq!(dry.mode, "delta");
     assert!(dry.counts.users_updated + dry.counts.users_reactivated + dry.counts.users_deactivated >= 1);
+    assert_eq!(snapshot(&server, &server.key).await, imported, "a dry run writes nothing");
     let real = run(&server, &connection, false, false).await;
     assert_eq!(real.mode, "delta");
-    let snapshot_after = snapshot(&server, &server.key).await;
-    if let Some(user) = snapshot_after.get(&target) {
-        assert_eq!(user["title"], "Changed once");
-    }
+    assert_eq!(snapshot(&server, &server.key).await[&target]["title"], "Changed once");
     // New settings: the next run reads everything, and says why.
     let id = connection.id.clone();
     let mut config = connection.config.clone();

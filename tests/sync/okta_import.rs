@@ -6,8 +6,7 @@ use serde_json::{json, Value};
 
 use crate::support::fake_okta::{Failure, FakeOkta, Org};
 use crate::support::{on_both_backends, user_body, TestServer};
-use scimd::store::audit::Actor;
-use scimd::store::connections::{self, ConnectionRecord};
+use scimd::store::connections::ConnectionRecord;
 use scimd::sync::engine::{self, Report, RunRequest};
 
 on_both_backends!(
@@ -59,12 +58,7 @@ fn connection_body(fake: &FakeOkta, rules: Value) -> Value {
 }
 
 fn connect(server: &TestServer, body: Value) -> ConnectionRecord {
-    let config = scimd::sync::connection::parse(body).unwrap();
-    let key = server.config.secret_key().unwrap();
-    server
-        .store
-        .write_now(move |conn, _| connections::create(conn, &Actor::Cli, key.as_ref(), "acme", config))
-        .unwrap()
+    server.connect("acme", body)
 }
 
 async fn run(server: &TestServer, connection: &ConnectionRecord, request: RunRequest) -> Report {

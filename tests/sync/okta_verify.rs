@@ -6,8 +6,7 @@ use serde_json::{json, Value};
 
 use crate::support::fake_okta::{Failure, FakeOkta, Org};
 use crate::support::{on_both_backends, TestServer};
-use scimd::store::audit::Actor;
-use scimd::store::connections::{self, ConnectionRecord};
+use scimd::store::connections::ConnectionRecord;
 
 on_both_backends!(each_verify_failure_names_its_remedy,);
 
@@ -23,12 +22,7 @@ fn connect(
         "okta": {"org_url": org_url, "allow_insecure_http": true, "auth": {"method": "api_token", "token": token}},
         "rules": {"app_id": app_id}
     });
-    let config = scimd::sync::connection::parse(body).unwrap();
-    let key = server.config.secret_key().unwrap();
-    server
-        .store
-        .write_now(move |conn, _| connections::create(conn, &Actor::Cli, key.as_ref(), "acme", config))
-        .unwrap()
+    server.connect("acme", body)
 }
 
 async fn verify(server: &TestServer, connection: &ConnectionRecord) -> Value {

@@ -54,26 +54,19 @@ fn small_org() -> Org {
     org
 }
 
-fn connection_config(fake: &FakeOkta, scheduled: bool) -> scimd::sync::connection::Connection {
-    scimd::sync::connection::parse(json!({
+fn connection_body(fake: &FakeOkta, scheduled: bool) -> Value {
+    json!({
         "name": "okta-main", "kind": "okta",
         "okta": {"org_url": fake.base_url(), "allow_insecure_http": true,
                  "auth": {"method": "api_token", "token": fake.api_token()}},
         "rules": {"denied_users_groups": ["offboarding"]},
         "schedule": {"enabled": scheduled, "delta_every": "2h", "full_every": "24h"},
         "brake": {"max_deactivate_percent": 100}
-    }))
-    .unwrap()
+    })
 }
 
 fn connect(server: &TestServer, fake: &FakeOkta, directory: &str, scheduled: bool) -> ConnectionRecord {
-    let config = connection_config(fake, scheduled);
-    let key = server.config.secret_key().unwrap();
-    let directory = directory.to_string();
-    server
-        .store
-        .write_now(move |conn, _| connections::create(conn, &Actor::Cli, key.as_ref(), &directory, config))
-        .unwrap()
+    server.connect(directory, connection_body(fake, scheduled))
 }
 
 /// An instance whose scheduler goes round every second.
@@ -236,7 +229,7 @@ async fn a_crashed_instances_lease_lapses_and_the_next_run_takes_over(server: Te
     let (_, mirror_key) = server.second_directory("mirror");
     // What an instance killed mid-run leaves: its run `running` and its lease, which it no longer
     // renews. Made with the connection, so that no scheduler sees one without the other.
-    let config = connection_config(&fake, true);
+    let config = scimd::sync::connection::parse(connection_body(&fake, true)).unwrap();
     let key = server.config.secret_key().unwrap();
     let crashed = LeaseTerms { holder: "crashed-host pid 4242 #deadbeef".into(), ttl_ms: 3_000 };
     let (connection, crashed_run, crashed_lease) = server
