@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod fake_graph;
 pub mod fake_okta;
 pub mod snapshot;
 

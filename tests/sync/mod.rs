@@ -1,3 +1,4 @@
+mod fake_graph;
 mod fake_okta;
 mod okta_auth;
 mod okta_delta;
