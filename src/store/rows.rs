@@ -48,7 +48,7 @@ pub struct AdminTokenRow {
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_events)]
+#[diesel(table_name = audit_events, treat_none_as_null = true)]
 pub struct AuditRow {
     pub id: String,
     pub at: i64,
@@ -97,6 +97,16 @@ pub struct UserRow {
     /// The folded manager name, when the link does not come from the manager's value (see
     /// `users::ManagerLink`).
     pub manager_name_pending: Option<String>,
+}
+
+/// A user row as created, with the source that owns it (a connection, or none for SCIM push).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = users, treat_none_as_null = true)]
+pub struct NewUserRow {
+    #[diesel(embed)]
+    pub row: UserRow,
+    pub source_connection: Option<String>,
+    pub source_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Insertable)]

@@ -12,7 +12,7 @@ use super::{now_millis, DbConn};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::scim::index::fold;
-use crate::sync::okta::MappedUser;
+use crate::sync::source::MappedUser;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sync_runs)]
@@ -386,14 +386,6 @@ pub fn active_owned(conn: &mut DbConn, connection_id: &str) -> Result<i64> {
         .get_result(conn)?)
 }
 
-/// Marks a user as the connection's, with its id in the source.
-pub fn claim_user(conn: &mut DbConn, user_id: &str, connection_id: &str, source_id: &str) -> Result<()> {
-    diesel::update(users::table.find(user_id))
-        .set((users::source_connection.eq(connection_id), users::source_id.eq(source_id)))
-        .execute(conn)?;
-    Ok(())
-}
-
 /// The source ids of the members of a staged group.
 pub fn staged_member_ids(conn: &mut DbConn, run_id: &str, group_source_id: &str) -> Result<BTreeSet<String>> {
     Ok(sync_stage_members::table
@@ -419,30 +411,46 @@ pub fn staged_ids(conn: &mut DbConn, run_id: &str, source_ids: &[&str]) -> Resul
     Ok(ids)
 }
 
-/// Creates an imported user with its planned id and marks it as the connection's; a userName
-/// taken meanwhile fails this user alone (see [`alone`]).
-#[allow(clippy::too_many_arguments)] // one imported record's every part
-pub fn import_user(
+/// Creates imported users with their planned ids, as the connection's, in one batch (at most
+/// `users::MAX_NEW_USERS`). A userName taken meanwhile (by SCIM push, say) fails only its own
+/// user: the batch is then written one user at a time. Returns the source ids of the users that
+/// failed so, with the error.
+pub fn import_users(
     conn: &mut DbConn,
     registry: &crate::scim::schema::Registry,
     directory: &crate::ids::DirectoryId,
     actor: &super::audit::Actor,
-    user_id: &str,
-    connection_id: &str,
-    source_id: &str,
-    resource: crate::scim::resource::Stored,
-) -> Result<()> {
-    alone(conn, |c| {
-        super::users::insert_with_id(c, registry, directory, actor, UserId(user_id.to_string()), resource)?;
-        claim_user(c, user_id, connection_id, source_id)
-    })
+    users: Vec<super::users::NewUser>,
+) -> Result<Vec<(String, Error)>> {
+    match alone(conn, |c| super::users::insert_many(c, registry, directory, actor, users.clone()).map(drop)) {
+        Ok(()) => return Ok(Vec::new()),
+        Err(Error::Uniqueness(_)) if users.len() > 1 => {}
+        Err(Error::Uniqueness(message)) => {
+            let source =
+                users.into_iter().next().and_then(|u| u.source).map(|(_, id)| id).unwrap_or_default();
+            return Ok(vec![(source, Error::Uniqueness(message))]);
+        }
+        Err(other) => return Err(other),
+    }
+    let mut failed = Vec::new();
+    for user in users {
+        let source = user.source.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
+        match alone(conn, |c| super::users::insert_many(c, registry, directory, actor, vec![user]).map(drop))
+        {
+            Ok(()) => {}
+            Err(error @ Error::Uniqueness(_)) => failed.push((source, error)),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(failed)
 }
 
-/// Runs one imported record's writes so that a userName taken meanwhile fails that record alone.
+/// Runs imported records' writes so that a userName taken meanwhile fails them alone.
 /// PostgreSQL aborts the whole transaction at a failed statement, so there they run in a
 /// savepoint. SQLite undoes only the failed statement, and the one statement that fails this way
-/// is the record's first write (its users row), so none is needed; one would copy every page the
-/// record touches to a sub-journal first, which was most of a large import's time.
+/// is the records' first write (their users rows, in one statement), so none is needed; one
+/// would copy every page the records touch to a sub-journal first, which was most of a large
+/// import's time.
 fn alone(conn: &mut DbConn, writes: impl FnOnce(&mut DbConn) -> Result<()>) -> Result<()> {
     match conn {
         DbConn::Sqlite(_) => writes(conn),

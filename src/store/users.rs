@@ -12,7 +12,7 @@ use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::groups::{self, GroupRef};
 use super::keys::Principal;
 use super::list_cache::ListCache;
-use super::rows::{CountRow, IdRow, UserRow, UserValueRow};
+use super::rows::{CountRow, IdRow, NewUserRow, UserRow, UserValueRow};
 use super::schema::{group_members, user_values, users};
 use super::{check_version, now_millis, parse_stored, Backend, DbConn, Store};
 use crate::error::{Error, Result};
@@ -141,35 +141,25 @@ fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored, manager: Man
     })
 }
 
-fn write_values(
-    conn: &mut DbConn,
-    registry: &Registry,
-    directory: &DirectoryId,
-    id: &str,
-    resource: &Stored,
-) -> Result<()> {
-    insert_values(conn, directory, id, &index::entries(&registry.user, resource))
-}
-
+/// Inserts value rows, given as (user id, entry). Multi-row INSERT is backend-specific in diesel
+/// (no portable form through the enum); 6,000 rows of 5 values a statement stay below SQLite's
+/// limit of 32,766 bound values.
 fn insert_values<'a>(
     conn: &mut DbConn,
     directory: &DirectoryId,
-    id: &str,
-    entries: impl IntoIterator<Item = &'a index::Entry>,
+    entries: impl IntoIterator<Item = (&'a str, &'a index::Entry)>,
 ) -> Result<()> {
     let rows: Vec<UserValueRow<'_>> = entries
         .into_iter()
-        .map(|e| UserValueRow {
+        .map(|(user_id, e)| UserValueRow {
             directory_id: &directory.0,
-            user_id: id,
+            user_id,
             attr: &e.attr,
             pos: e.pos,
             value: &e.value,
         })
         .collect();
-    // Multi-row INSERT is backend-specific in diesel (no portable form through the enum).
-    // Chunked: SQLite caps bound parameters per statement.
-    for chunk in rows.chunks(150) {
+    for chunk in rows.chunks(6000) {
         let statement = diesel::insert_into(user_values::table).values(chunk);
         match conn {
             DbConn::Sqlite(c) => statement.execute(c)?,
@@ -209,7 +199,7 @@ fn rewrite_values(
         )
         .execute(conn)?;
     }
-    insert_values(conn, directory, id, wanted.difference(&stored))
+    insert_values(conn, directory, wanted.difference(&stored).map(|e| (id, e)))
 }
 
 // --- The manager link: best effort, never an error (okta-push.md §4.1). ---
@@ -222,29 +212,15 @@ fn manager_of(resource: &Stored) -> Option<&serde_json::Map<String, Value>> {
     resource.get(ENTERPRISE_USER_SCHEMA)?.get("manager")?.as_object()
 }
 
-/// Users of the directory with `value` (as stored, so folded unless case-exact) under `attr`.
-fn users_with_value(
-    conn: &mut DbConn,
-    directory: &DirectoryId,
-    attr: &str,
-    value: &str,
-) -> Result<Vec<String>> {
-    let live = users::table.filter(users::deprovisioned_at.is_null()).select(users::id);
-    Ok(user_values::table
-        .filter(user_values::directory_id.eq(&directory.0))
-        .filter(user_values::attr.eq(attr))
-        .filter(user_values::value.eq(value))
-        .filter(user_values::user_id.eq_any(live))
-        .select(user_values::user_id)
-        .limit(3)
-        .load(conn)?)
+fn employee_number(resource: &Stored) -> Option<&str> {
+    resource.get(ENTERPRISE_USER_SCHEMA)?.get("employeeNumber")?.as_str()
 }
 
 /// The one id left once `self_id` is set aside (nobody manages themselves), if exactly one.
-fn only_other(ids: Vec<String>, self_id: &str) -> Option<String> {
-    let mut others = ids.into_iter().filter(|id| id != self_id);
+fn only_other(ids: &[String], self_id: &str) -> Option<String> {
+    let mut others = ids.iter().filter(|id| *id != self_id);
     match (others.next(), others.next()) {
-        (Some(id), None) => Some(id),
+        (Some(id), None) => Some(id.clone()),
         _ => None,
     }
 }
@@ -257,6 +233,84 @@ pub struct ManagerLink {
     pub pending_name: Option<String>,
 }
 
+/// The ways a manager names its user, tried in this order.
+#[derive(Debug, Clone, Copy)]
+enum NamedBy {
+    /// `value` is the user's scimd id.
+    Id,
+    /// `value` is the user's externalId.
+    ExternalId,
+    /// `value` is the user's employeeNumber (compared folded).
+    EmployeeNumber,
+    /// `displayName` is the user's displayName (compared folded).
+    DisplayName,
+}
+
+impl NamedBy {
+    /// What a manager gives to be looked up this way.
+    fn wanted(self, manager: &serde_json::Map<String, Value>) -> Option<String> {
+        let value = manager.get("value").and_then(Value::as_str);
+        match self {
+            NamedBy::Id | NamedBy::ExternalId => value.map(str::to_string),
+            NamedBy::EmployeeNumber => value.map(index::fold),
+            NamedBy::DisplayName => manager.get("displayName").and_then(Value::as_str).map(index::fold),
+        }
+    }
+
+    /// What a user offers to be found this way.
+    fn offered(self, id: &str, resource: &Stored) -> Option<String> {
+        match self {
+            NamedBy::Id => Some(id.to_string()),
+            NamedBy::ExternalId => text(resource, "externalId").map(str::to_string),
+            NamedBy::EmployeeNumber => employee_number(resource).map(index::fold),
+            NamedBy::DisplayName => text(resource, "displayName").map(index::fold),
+        }
+    }
+
+    /// The live users of the directory offering each of `keys`, as key → ids: one query per 500.
+    fn lookup(
+        self,
+        conn: &mut DbConn,
+        directory: &DirectoryId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        for chunk in keys.chunks(500) {
+            let live = users::table
+                .filter(users::directory_id.eq(&directory.0))
+                .filter(users::deprovisioned_at.is_null());
+            let rows: Vec<(Option<String>, String)> = match self {
+                NamedBy::Id => live
+                    .filter(users::id.eq_any(chunk))
+                    .select((users::id.nullable(), users::id))
+                    .load(conn)?,
+                NamedBy::ExternalId => live
+                    .filter(users::external_id.eq_any(chunk))
+                    .select((users::external_id, users::id))
+                    .load(conn)?,
+                NamedBy::DisplayName => live
+                    .filter(users::display_name_folded.eq_any(chunk))
+                    .select((users::display_name_folded, users::id))
+                    .load(conn)?,
+                NamedBy::EmployeeNumber => user_values::table
+                    .inner_join(users::table.on(users::id.eq(user_values::user_id)))
+                    .filter(user_values::directory_id.eq(&directory.0))
+                    .filter(user_values::attr.eq(EMPLOYEE_NUMBER_KEY))
+                    .filter(user_values::value.eq_any(chunk))
+                    .filter(users::deprovisioned_at.is_null())
+                    .select((user_values::value.nullable(), user_values::user_id))
+                    .load(conn)?,
+            };
+            for (key, id) in rows {
+                if let Some(key) = key {
+                    found.entry(key).or_default().push(id);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// The user of the same directory that `resource`'s enterprise manager names, in order: a
 /// `value` that is a scimd user id; a `value` that is exactly one user's externalId or
 /// employeeNumber; a `displayName` that exactly one user has (case-insensitively). Ambiguous or
@@ -267,101 +321,125 @@ pub fn resolve_manager(
     self_id: &str,
     resource: &Stored,
 ) -> Result<ManagerLink> {
-    let Some(manager) = manager_of(resource) else { return Ok(ManagerLink::default()) };
-    if let Some(value) = manager.get("value").and_then(Value::as_str) {
-        let by_value = |id| Ok(ManagerLink { id: Some(id), pending_name: None });
-        let by_id: Vec<String> = users::table
-            .filter(users::directory_id.eq(&directory.0))
-            .filter(users::deprovisioned_at.is_null())
-            .filter(users::id.eq(value))
-            .select(users::id)
-            .load(conn)?;
-        if let Some(id) = only_other(by_id, self_id) {
-            return by_value(id);
-        }
-        let by_external_id: Vec<String> = users::table
-            .filter(users::directory_id.eq(&directory.0))
-            .filter(users::deprovisioned_at.is_null())
-            .filter(users::external_id.eq(value))
-            .select(users::id)
-            .limit(3)
-            .load(conn)?;
-        if let Some(id) = only_other(by_external_id, self_id) {
-            return by_value(id);
-        }
-        let by_employee_number = users_with_value(conn, directory, EMPLOYEE_NUMBER_KEY, &index::fold(value))?;
-        if let Some(id) = only_other(by_employee_number, self_id) {
-            return by_value(id);
-        }
-    }
-    let Some(name) = manager.get("displayName").and_then(Value::as_str) else {
-        return Ok(ManagerLink::default());
-    };
-    let folded = index::fold(name);
-    let by_name: Vec<String> = users::table
-        .filter(users::directory_id.eq(&directory.0))
-        .filter(users::deprovisioned_at.is_null())
-        .filter(users::display_name_folded.eq(&folded))
-        .select(users::id)
-        .limit(3)
-        .load(conn)?;
-    Ok(ManagerLink { id: only_other(by_name, self_id), pending_name: Some(folded) })
+    let mut links = resolve_managers(conn, directory, &[(self_id, resource)], &[])?;
+    Ok(links.pop().unwrap_or_default())
 }
 
-/// After `user_id` was written as `resource`: the users whose manager names it (it may have
-/// just arrived, or been renamed) and those linked to it are resolved again. Costs the number
-/// of such reports, found through indexes.
-fn relink_reports(
+/// [`resolve_manager`] for each of `users` (id, resource), with at most four queries per 500
+/// users. `fresh` are users being created with them, not yet in the database, and candidates
+/// all the same: a batch may hold a manager and its reports.
+fn resolve_managers(
     conn: &mut DbConn,
     directory: &DirectoryId,
-    user_id: &str,
-    resource: &Stored,
-) -> Result<()> {
-    let mut candidates: std::collections::BTreeSet<String> = users::table
-        .filter(users::directory_id.eq(&directory.0))
-        .filter(users::manager_id.eq(user_id))
-        .select(users::id)
-        .load::<String>(conn)?
-        .into_iter()
-        .collect();
-    // Everyone whose manager names this user by value, then by name: two lookups on the whole
-    // (directory_id, attr, value) index. (One query with OR between them makes SQLite scan
-    // the directory's index range instead, which made every create cost the directory's size.)
-    let employee_number =
-        resource.get(ENTERPRISE_USER_SCHEMA).and_then(|e| e.get("employeeNumber")).and_then(Value::as_str);
-    let values: Vec<&str> =
-        [Some(user_id), text(resource, "externalId"), employee_number].into_iter().flatten().collect();
-    candidates.extend(
-        user_values::table
-            .filter(user_values::directory_id.eq(&directory.0))
-            .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
-            .filter(user_values::value.eq_any(values))
-            .select(user_values::user_id)
-            .load::<String>(conn)?,
-    );
-    // By name: only reports whose link does not come from their manager's value can change.
-    if let Some(name) = text(resource, "displayName") {
+    users: &[(&str, &Stored)],
+    fresh: &[(&str, &Stored)],
+) -> Result<Vec<ManagerLink>> {
+    let managers: Vec<Option<&serde_json::Map<String, Value>>> =
+        users.iter().map(|(_, resource)| manager_of(resource)).collect();
+    // Each user's link, once a way has settled it, with what its manager gives the next way.
+    let mut links: Vec<Option<ManagerLink>> = vec![None; users.len()];
+    for way in [NamedBy::Id, NamedBy::ExternalId, NamedBy::EmployeeNumber, NamedBy::DisplayName] {
+        let wanted: Vec<Option<String>> = managers
+            .iter()
+            .zip(&links)
+            .map(|(manager, link)| if link.is_some() { None } else { way.wanted((*manager)?) })
+            .collect();
+        let mut keys: Vec<&str> = wanted.iter().flatten().map(String::as_str).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut found = way.lookup(conn, directory, &keys)?;
+        for (id, resource) in fresh {
+            if let Some(key) = way.offered(id, resource) {
+                if keys.binary_search(&key.as_str()).is_ok() {
+                    found.entry(key).or_default().push(id.to_string());
+                }
+            }
+        }
+        for ((link, key), (self_id, _)) in links.iter_mut().zip(wanted).zip(users) {
+            let Some(key) = key else { continue };
+            let candidates = found.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let resolved = only_other(candidates, self_id);
+            *link = match way {
+                // A name that matches nobody, or several, still says who to wait for.
+                NamedBy::DisplayName => Some(ManagerLink { id: resolved, pending_name: Some(key) }),
+                _ => resolved.map(|id| ManagerLink { id: Some(id), pending_name: None }),
+            };
+        }
+    }
+    Ok(links.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// After `written` (id, resource) were stored: the users whose manager names one of them (it
+/// may have just arrived, or been renamed) and those linked to one are resolved again. Costs
+/// the number of such reports, found through indexes, a few queries per 500 written users.
+fn relink_reports(conn: &mut DbConn, directory: &DirectoryId, written: &[(&str, &Stored)]) -> Result<()> {
+    let mut candidates: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for chunk in written.chunks(500) {
+        let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
         candidates.extend(
             users::table
                 .filter(users::directory_id.eq(&directory.0))
-                .filter(users::manager_name_pending.eq(index::fold(name)))
+                .filter(users::manager_id.eq_any(&ids))
                 .select(users::id)
                 .load::<String>(conn)?,
         );
+        // Everyone whose manager names a written user by value, then by name: two lookups on
+        // whole index keys. (One query with OR between them makes SQLite scan the directory's
+        // index range instead, which made every create cost the directory's size.)
+        let values: Vec<&str> = chunk
+            .iter()
+            .flat_map(|(id, resource)| [Some(*id), text(resource, "externalId"), employee_number(resource)])
+            .flatten()
+            .collect();
+        candidates.extend(
+            user_values::table
+                .filter(user_values::directory_id.eq(&directory.0))
+                .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
+                .filter(user_values::value.eq_any(values))
+                .select(user_values::user_id)
+                .load::<String>(conn)?,
+        );
+        // By name: only reports whose link does not come from their manager's value can change.
+        let names: Vec<String> =
+            chunk.iter().filter_map(|(_, resource)| text(resource, "displayName").map(index::fold)).collect();
+        if !names.is_empty() {
+            candidates.extend(
+                users::table
+                    .filter(users::directory_id.eq(&directory.0))
+                    .filter(users::manager_name_pending.eq_any(names))
+                    .select(users::id)
+                    .load::<String>(conn)?,
+            );
+        }
     }
-    candidates.remove(user_id);
-    for report in candidates {
-        let Some(row) = find_live_row(conn, directory, &report)? else { continue };
-        let row_pending_name = row.manager_name_pending.clone();
-        let current = record(row)?;
-        let resolved = resolve_manager(conn, directory, &report, &current.resource)?;
-        if resolved.id != current.manager_id || resolved.pending_name != row_pending_name {
-            diesel::update(users::table.find(&report))
-                .set((
-                    users::manager_id.eq(resolved.id),
-                    users::manager_name_pending.eq(resolved.pending_name),
-                ))
-                .execute(conn)?;
+    // The written users resolved their own managers as they were written.
+    for (id, _) in written {
+        candidates.remove(*id);
+    }
+    let candidates: Vec<String> = candidates.into_iter().collect();
+    for chunk in candidates.chunks(500) {
+        let rows: Vec<UserRow> = users::table
+            .filter(users::directory_id.eq(&directory.0))
+            .filter(users::id.eq_any(chunk))
+            .filter(users::deprovisioned_at.is_null())
+            .select(UserRow::as_select())
+            .load(conn)?;
+        let current: Vec<(Option<String>, UserRecord)> = rows
+            .into_iter()
+            .map(|row| Ok((row.manager_name_pending.clone(), record(row)?)))
+            .collect::<Result<_>>()?;
+        let reports: Vec<(&str, &Stored)> =
+            current.iter().map(|(_, report)| (report.meta.id.as_str(), &report.resource)).collect();
+        let resolved = resolve_managers(conn, directory, &reports, &[])?;
+        for ((pending_name, report), link) in current.iter().zip(resolved) {
+            if link.id != report.manager_id || link.pending_name != *pending_name {
+                diesel::update(users::table.find(&report.meta.id))
+                    .set((users::manager_id.eq(link.id), users::manager_name_pending.eq(link.pending_name)))
+                    .execute(conn)?;
+            }
         }
     }
     Ok(())
@@ -387,40 +465,112 @@ pub fn insert(
     actor: &Actor,
     resource: Stored,
 ) -> Result<UserRecord> {
-    insert_with_id(conn, registry, directory, actor, UserId::generate(), resource)
+    let new = NewUser { id: UserId::generate(), resource, source: None };
+    insert_many(conn, registry, directory, actor, vec![new])?
+        .pop()
+        .ok_or_else(|| Error::Internal("a created user went missing".into()))
 }
 
-/// [`insert`] with an id chosen by the caller: an importer knows a user's id before it writes
-/// it, so that reports can name their manager whatever order they arrive in.
-pub fn insert_with_id(
+/// A user to create with [`insert_many`].
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Chosen by the caller: an importer knows a user's id before it writes it, so that reports
+    /// can name their manager whatever order they arrive in.
+    pub id: UserId,
+    pub resource: Stored,
+    /// The connection that imports it and the user's id in that source; `None` for SCIM push.
+    pub source: Option<(String, String)>,
+}
+
+/// Users inserted in one statement at most: the statement is the batch's first write, so a
+/// userName taken by any of them fails the whole batch and writes nothing (see
+/// `sync_runs::import_users`). 17 bound values a row stay below SQLite's limit of 32,766.
+pub const MAX_NEW_USERS: usize = 1000;
+
+/// Creates users, a batch at a time: one statement for their rows, one per 6,000 value rows, one
+/// for their audit entries, and a few to link managers. A user created without `active` is
+/// active. A userName already taken fails the batch with `Error::Uniqueness`.
+pub fn insert_many(
     conn: &mut DbConn,
     registry: &Registry,
     directory: &DirectoryId,
     actor: &Actor,
-    id: UserId,
-    mut resource: Stored,
-) -> Result<UserRecord> {
-    resource.entry("active").or_insert(Value::Bool(true));
+    mut new: Vec<NewUser>,
+) -> Result<Vec<UserRecord>> {
+    if new.len() > MAX_NEW_USERS {
+        return Err(Error::Internal(format!("{} users in one insert; at most {MAX_NEW_USERS}", new.len())));
+    }
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    for user in &mut new {
+        user.resource.entry("active").or_insert(Value::Bool(true));
+    }
     let now = now_millis();
-    let meta = Meta { id: id.0, created_at: now, modified_at: now, version: 1 };
-    let manager = resolve_manager(conn, directory, &meta.id, &resource)?;
-    let manager_id = manager.id.clone();
-    let row = row_for(directory, &meta, &resource, manager)?;
-    diesel::insert_into(users::table)
-        .values(&row)
-        .execute(conn)
-        .map_err(|e| unique_user_name(e, &resource))?;
-    write_values(conn, registry, directory, &meta.id, &resource)?;
-    relink_reports(conn, directory, &meta.id, &resource)?;
-    let attributes: Vec<&String> = resource.keys().collect();
-    let details = json!({ "attributes": attributes });
-    audit::record(conn, actor, user_change(directory, &meta.id, "create", details))?;
-    let mut created = [UserRecord { meta, resource, groups: Vec::new(), manager_id, manager_name: None }];
+    let batch: Vec<(&str, &Stored)> = new.iter().map(|u| (u.id.as_str(), &u.resource)).collect();
+    let links = resolve_managers(conn, directory, &batch, &batch)?;
+    // A link to a user of the same batch is set once the batch is in: SQLite checks the foreign
+    // key row by row, and the manager's row may come later in the statement (or be its report's).
+    let batch_ids: std::collections::HashSet<&str> = batch.iter().map(|(id, _)| *id).collect();
+    let mut rows = Vec::with_capacity(new.len());
+    let mut links_within = Vec::new();
+    for (user, link) in new.iter().zip(&links) {
+        let meta = Meta { id: user.id.0.clone(), created_at: now, modified_at: now, version: 1 };
+        let (source_connection, source_id) = user.source.clone().unzip();
+        let mut link = link.clone();
+        if let Some(manager) = link.id.take_if(|manager| batch_ids.contains(manager.as_str())) {
+            links_within.push((user.id.as_str(), manager));
+        }
+        rows.push(NewUserRow {
+            row: row_for(directory, &meta, &user.resource, link)?,
+            source_connection,
+            source_id,
+        });
+    }
+    let statement = diesel::insert_into(users::table).values(&rows);
+    let inserted = match conn {
+        DbConn::Sqlite(c) => statement.execute(c),
+        DbConn::Postgres(c) => statement.execute(c),
+    };
+    inserted.map_err(|e| match &*new {
+        [one] => unique_user_name(e, &one.resource),
+        _ => match e {
+            diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
+                Error::Uniqueness("a userName of the batch is already taken in this directory".into())
+            }
+            other => other.into(),
+        },
+    })?;
+    for (report, manager) in links_within {
+        diesel::update(users::table.find(report)).set(users::manager_id.eq(manager)).execute(conn)?;
+    }
+    let entries: Vec<(&str, Vec<index::Entry>)> =
+        batch.iter().map(|(id, resource)| (*id, index::entries(&registry.user, resource))).collect();
+    insert_values(conn, directory, entries.iter().flat_map(|(id, list)| list.iter().map(move |e| (*id, e))))?;
+    relink_reports(conn, directory, &batch)?;
+    let changes: Vec<audit::Change<'_>> = batch
+        .iter()
+        .map(|(id, resource)| {
+            let attributes: Vec<&String> = resource.keys().collect();
+            user_change(directory, id, "create", json!({ "attributes": attributes }))
+        })
+        .collect();
+    audit::record_many(conn, actor, changes)?;
+    drop(batch);
+    let mut created: Vec<UserRecord> = new
+        .into_iter()
+        .zip(links)
+        .map(|(user, link)| UserRecord {
+            meta: Meta { id: user.id.0, created_at: now, modified_at: now, version: 1 },
+            resource: user.resource,
+            groups: Vec::new(),
+            manager_id: link.id,
+            manager_name: None,
+        })
+        .collect();
     attach_manager_names(conn, &mut created)?;
-    let [created] = created;
     Ok(created)
 }
-
 /// A live user's row, without what is derived from other tables (groups, manager name).
 fn find_live_row(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRow>> {
     Ok(users::table
@@ -479,7 +629,7 @@ pub fn modify(
         .execute(conn)
         .map_err(|e| unique_user_name(e, &resource))?;
     rewrite_values(conn, registry, directory, id, &resource)?;
-    relink_reports(conn, directory, id, &resource)?;
+    relink_reports(conn, directory, &[(id, &resource)])?;
     let operation = match (current.resource.get("active"), resource.get("active")) {
         (Some(Value::Bool(true)), Some(Value::Bool(false))) => "deactivate",
         (Some(Value::Bool(false)), Some(Value::Bool(true))) => "reactivate",

@@ -12,12 +12,14 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::connection::{Connection, OktaAuth};
-use super::okta::{self, Caps, MappedUser, OktaClient};
+use super::okta::{self, Caps, OktaClient};
 use super::plan::{self, Current, Decision, Facts, UserRules};
 use super::rules::{self, GroupRef};
+use super::source::MappedUser;
+use super::source::SourceStatus;
 use crate::encryption::SecretKey;
 use crate::error::{Error, Result};
-use crate::ids::DirectoryId;
+use crate::ids::{DirectoryId, UserId};
 use crate::scim::members::MemberChanges;
 use crate::scim::resource::{self, Stored};
 use crate::scim::schema::{Registry, GROUP_SCHEMA};
@@ -30,6 +32,8 @@ use crate::store::{groups, secrets, source_mirror, users, Store};
 const BATCH: i64 = 500;
 /// Okta's page size for users and groups (its maximum for users).
 const PAGE: usize = 200;
+/// Batches of users applied in one transaction.
+const BATCHES_PER_COMMIT: usize = 4;
 /// Groups whose members are read at once: Okta advises at most 2-4 requests in flight per org.
 const MEMBER_READS_IN_FLIGHT: usize = 4;
 /// Users asked for by id in one request (`id eq "…" or …`): keeps the URL near 2 KB.
@@ -521,7 +525,7 @@ impl Run<'_> {
             .iter()
             .filter_map(|u| okta::map_user(u, username_source))
             .filter(|u| app_users.is_none_or(|ids| ids.contains(&u.source_id)))
-            .filter(|u| !(settings.skip_staged() && u.status == "STAGED"))
+            .filter(|u| !(settings.skip_staged() && u.status == SourceStatus::Staged))
             .collect();
         let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
         self.store.write_bulk(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await
@@ -609,37 +613,66 @@ impl Run<'_> {
             let (run, connection, directory) =
                 (self.run_id.clone(), self.connection.id.clone(), self.connection.directory_id.clone());
             let (rules, losers, actor) = (user_rules.clone(), losers.clone(), self.actor.clone());
-            let start = cursor.clone();
-            let batch = move |conn: &mut crate::store::DbConn, registry: &Registry| {
-                let staged = sync_runs::staged_users(conn, &run, start.as_deref(), BATCH)?;
-                let mut outcome =
-                    decide_batch(conn, registry, &run, &connection, &directory, &staged, &rules, &losers)?;
-                let planned_conflicts = outcome.conflicts.len();
-                if apply {
-                    apply_batch(conn, registry, &directory, &connection, &actor, &mut outcome)?;
+            // Applying writes a few batches per transaction: each commit writes every page its
+            // batches touched, and the value index's pages are touched all over (see
+            // BENCHMARKS.md), so fewer, larger commits write far less.
+            let mut cursors = vec![cursor.clone()];
+            while apply && cursors.len() < BATCHES_PER_COMMIT {
+                match pending.next() {
+                    Some(next) => cursors.push(next),
+                    None => break,
                 }
-                Ok((staged.last().map(|s| s.user.source_id.clone()), outcome, planned_conflicts))
+            }
+            let batches = move |conn: &mut crate::store::DbConn, registry: &Registry| {
+                let mut results = Vec::with_capacity(cursors.len());
+                for start in cursors {
+                    let staged = sync_runs::staged_users(conn, &run, start.as_deref(), BATCH)?;
+                    let mut outcome = decide_batch(
+                        conn,
+                        registry,
+                        &run,
+                        &connection,
+                        &directory,
+                        &staged,
+                        &rules,
+                        &losers,
+                    )?;
+                    let planned_conflicts = outcome.conflicts.len();
+                    if apply {
+                        apply_batch(conn, registry, &directory, &connection, &actor, &mut outcome)?;
+                    }
+                    results.push((
+                        staged.last().map(|s| s.user.source_id.clone()),
+                        outcome,
+                        planned_conflicts,
+                    ));
+                }
+                Ok(results)
             };
-            let (last, outcome, planned_conflicts) =
-                if apply { self.store.write_bulk(batch).await? } else { self.store.read(batch).await? };
-            tally(&mut counts, &outcome);
-            if apply {
-                // The plan pass reported the rest; only what applying found is new.
-                self.conflicts.extend(outcome.conflicts.iter().skip(planned_conflicts).cloned());
-                after = pending.next();
-            } else {
-                self.conflicts.extend(outcome.conflicts.iter().cloned());
-                self.warnings.extend(outcome.warnings.iter().cloned());
-                if outcome
-                    .decisions
-                    .iter()
-                    .any(|(_, d, _)| matches!(d, Decision::Create(_) | Decision::Update(_)))
-                {
-                    let unchanged =
-                        outcome.decisions.iter().filter(|(_, d, _)| *d == Decision::Unchanged).count();
-                    self.changed_batches.push((cursor, unchanged as u64));
+            let results =
+                if apply { self.store.write_bulk(batches).await? } else { self.store.read(batches).await? };
+            for (last, outcome, planned_conflicts) in results {
+                tally(&mut counts, &outcome);
+                if apply {
+                    // The plan pass reported the rest; only what applying found is new.
+                    self.conflicts.extend(outcome.conflicts.iter().skip(planned_conflicts).cloned());
+                } else {
+                    self.conflicts.extend(outcome.conflicts.iter().cloned());
+                    self.warnings.extend(outcome.warnings.iter().cloned());
+                    if outcome
+                        .decisions
+                        .iter()
+                        .any(|(_, d, _)| matches!(d, Decision::Create(_) | Decision::Update(_)))
+                    {
+                        let unchanged =
+                            outcome.decisions.iter().filter(|(_, d, _)| *d == Decision::Unchanged).count();
+                        self.changed_batches.push((cursor.clone(), unchanged as u64));
+                    }
+                    after = last.map(Some);
                 }
-                after = last.map(Some);
+            }
+            if apply {
+                after = pending.next();
             }
         }
         if apply {
@@ -925,7 +958,7 @@ fn decide_batch(
             (None, None) => None,
         };
         let facts = Facts {
-            status: &user.status,
+            status: user.status,
             user_name: user.user_name.as_deref(),
             primary_email: &user.primary_email,
             groups: &groups,
@@ -981,15 +1014,15 @@ fn planned_ids(
                 .as_deref()
                 .and_then(|name| holders.get(&crate::scim::index::fold(name)))
                 .is_some_and(|(holder, _)| *holder != candidate.user_id);
-        if plan::creates(&user.status, user.user_name.as_deref(), &user.primary_email, held, rules) {
+        if plan::creates(user.status, user.user_name.as_deref(), &user.primary_email, held, rules) {
             ids.insert(user.source_id.clone(), candidate.user_id);
         }
     }
     Ok(ids)
 }
 
-/// Applies a batch's decisions. A userName taken between plan and apply (by SCIM push, say)
-/// fails that user alone, as a conflict.
+/// Applies a batch's decisions: its creates in one go, then its updates. A userName taken
+/// between plan and apply (by SCIM push, say) fails that user alone, as a conflict.
 fn apply_batch(
     conn: &mut crate::store::DbConn,
     registry: &Registry,
@@ -998,26 +1031,33 @@ fn apply_batch(
     actor: &Actor,
     outcome: &mut BatchOutcome,
 ) -> Result<()> {
+    let mut creates = Vec::new();
+    for (item, decision, _) in &outcome.decisions {
+        if let Decision::Create(body) = decision {
+            creates.push(users::NewUser {
+                id: UserId(item.user_id.clone()),
+                resource: resource::normalize(&registry.user, body)?,
+                source: Some((connection.to_string(), item.user.source_id.clone())),
+            });
+        }
+    }
+    let mut taken: HashSet<String> = HashSet::new();
+    for chunk in creates.chunks(users::MAX_NEW_USERS) {
+        let failed = sync_runs::import_users(conn, registry, directory, actor, chunk.to_vec())?;
+        taken.extend(failed.into_iter().map(|(source, _)| source));
+    }
     for (item, decision, _) in outcome.decisions.iter_mut() {
         let written = match &*decision {
-            Decision::Create(body) => {
-                let stored: Stored = resource::normalize(&registry.user, body)?;
-                sync_runs::import_user(
-                    conn,
-                    registry,
-                    directory,
-                    actor,
-                    &item.user_id,
-                    connection,
-                    &item.user.source_id,
-                    stored,
-                )
+            Decision::Create(_) if taken.contains(&item.user.source_id) => {
+                Err(Error::Uniqueness("taken during this run".into()))
             }
             Decision::Update(body) => {
                 let stored: Stored = resource::normalize(&registry.user, body)?;
                 sync_runs::update_imported_user(conn, registry, directory, actor, &item.user_id, stored)
             }
-            Decision::Unchanged | Decision::Skip { .. } | Decision::Conflict { .. } => Ok(()),
+            Decision::Create(_) | Decision::Unchanged | Decision::Skip { .. } | Decision::Conflict { .. } => {
+                Ok(())
+            }
         };
         match written {
             Ok(()) => {}

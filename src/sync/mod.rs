@@ -1,4 +1,4 @@
-//! Pull sync: importers that read a source directory (Okta, later Entra ID) and write it
+//! Pull sync: importers that read a source directory (Okta, Entra ID) and write it
 //! through the same repository as the SCIM handlers. `connection` and `rules` are pure.
 
 pub mod connection;
@@ -8,3 +8,4 @@ pub mod okta_auth;
 pub mod plan;
 pub mod rules;
 pub mod scheduler;
+pub mod source;

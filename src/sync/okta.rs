@@ -10,30 +10,24 @@ use serde_json::{json, Map, Value};
 
 use super::okta_auth::{Authorizer, Credentials};
 use super::rules;
+pub use super::source::MappedUser;
+use super::source::SourceStatus;
 use crate::error::{Error, Result};
-use crate::scim::resource::Stored;
 use crate::scim::schema::ENTERPRISE_USER_SCHEMA;
-
-/// An Okta user as the importer needs it: the SCIM resource it maps to and the facts the rules
-/// decide on.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct MappedUser {
-    pub source_id: String,
-    pub status: String,
-    /// `created`, for the oldest-wins rule of userName collisions.
-    pub created: String,
-    pub last_updated: String,
-    pub user_name: Option<String>,
-    /// The address rule 3 checks: `profile.email`, else `login`.
-    pub primary_email: String,
-    /// Okta id of the manager (`profile.managerId`), resolved to a scimd id by the engine.
-    pub manager_source_id: Option<String>,
-    /// The SCIM resource, without `active` and the manager's `value` (the engine sets both).
-    pub resource: Stored,
-}
 
 fn text<'a>(profile: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     profile.get(key).and_then(Value::as_str).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Okta's status as rule 5 reads it: ACTIVE, PROVISIONED, RECOVERY, PASSWORD_EXPIRED and
+/// LOCKED_OUT are states the user can leave on their own; STAGED is its own case; anything else
+/// (SUSPENDED, DEPROVISIONED, a status Okta adds later) is inactive.
+pub fn status(okta_status: &str) -> SourceStatus {
+    match okta_status {
+        "ACTIVE" | "PROVISIONED" | "RECOVERY" | "PASSWORD_EXPIRED" | "LOCKED_OUT" => SourceStatus::Active,
+        "STAGED" => SourceStatus::Staged,
+        _ => SourceStatus::Inactive,
+    }
 }
 
 /// Maps an Okta user object (§3.1) as `sync-rules.md` §3 says; `None` when it has no id.
@@ -123,9 +117,8 @@ pub fn map_user(user: &Value, username_source: &str) -> Option<MappedUser> {
     }
     let string = |key: &str| user.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
     Some(MappedUser {
-        status: string("status"),
+        status: status(&string("status")),
         created: string("created"),
-        last_updated: string("lastUpdated"),
         user_name: rules::okta_user_name(username_source, profile),
         primary_email: text(profile, "email").or(text(profile, "login")).unwrap_or_default().to_string(),
         manager_source_id: text(profile, "managerId").map(str::to_string),
@@ -543,6 +536,17 @@ fn jitter(up_to: Duration) -> Duration {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn statuses_map_as_the_contract_says() {
+        for okta in ["ACTIVE", "PROVISIONED", "RECOVERY", "PASSWORD_EXPIRED", "LOCKED_OUT"] {
+            assert_eq!(status(okta), SourceStatus::Active, "{okta}");
+        }
+        for okta in ["SUSPENDED", "DEPROVISIONED", "SOMETHING_NEW"] {
+            assert_eq!(status(okta), SourceStatus::Inactive, "{okta}");
+        }
+        assert_eq!(status("STAGED"), SourceStatus::Staged);
+    }
 
     #[test]
     fn next_links_are_found_in_separate_or_joined_headers() {

@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::rules::{self, GroupRef};
+use super::source::SourceStatus;
 use crate::scim::resource::Stored;
 use crate::scim::schema::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
 
@@ -29,7 +30,7 @@ pub enum Current {
 /// One staged user's facts.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
-    pub status: &'a str,
+    pub status: SourceStatus,
     pub user_name: Option<&'a str>,
     pub primary_email: &'a str,
     /// The user's source groups (imported or not), for allow/deny.
@@ -86,13 +87,13 @@ pub fn desired_body(facts: &Facts<'_>, active: bool) -> Value {
 /// e-mail domains, with a userName nobody else holds. The engine links a manager by id only when
 /// the manager exists or this holds for it.
 pub fn creates(
-    status: &str,
+    status: SourceStatus,
     user_name: Option<&str>,
     primary_email: &str,
     name_held: bool,
     rules: &UserRules,
 ) -> bool {
-    rules::okta_status_active(status, rules.skip_staged).is_some()
+    status.active(rules.skip_staged).is_some()
         && rules::email_domain_allowed(primary_email, &rules.email_domains, rules.include_subdomains)
         && user_name.is_some()
         && !name_held
@@ -106,7 +107,7 @@ pub fn decide(
     rules: &UserRules,
     normalized: &dyn Fn(&Value) -> Option<Stored>,
 ) -> Decision {
-    let Some(source_active) = rules::okta_status_active(facts.status, rules.skip_staged) else {
+    let Some(source_active) = facts.status.active(rules.skip_staged) else {
         return Decision::Skip { warning: None };
     };
     let in_domain =
@@ -164,7 +165,7 @@ mod tests {
 
     fn facts<'a>(mapped: &'a Stored, groups: &'a [GroupRef<'a>]) -> Facts<'a> {
         Facts {
-            status: "ACTIVE",
+            status: SourceStatus::Active,
             user_name: Some("ann@acme.example"),
             primary_email: "ann@acme.example",
             groups,
@@ -225,7 +226,7 @@ mod tests {
         assert_eq!(body["active"], false);
 
         let mut staged = facts(&mapped, &[]);
-        staged.status = "STAGED";
+        staged.status = SourceStatus::Staged;
         let skip = UserRules { skip_staged: true, ..UserRules::default() };
         assert_eq!(decide(&staged, &Current::New, &skip, &stored_form), Decision::Skip { warning: None });
         let Decision::Create(body) = decide(&staged, &Current::New, &UserRules::default(), &stored_form)

@@ -27,17 +27,6 @@ fn is_subdomain(domain: &str, parent: &str) -> bool {
         && domain.as_bytes().get(domain.len() - parent.len() - 1) == Some(&b'.')
 }
 
-/// Okta's status as `active` (rule 5): `Some(true)` for states the user can leave on their own,
-/// `Some(false)` for SUSPENDED, DEPROVISIONED and STAGED, `None` when a STAGED user is not to be
-/// imported at all (`staged: "skip"`).
-pub fn okta_status_active(status: &str, skip_staged: bool) -> Option<bool> {
-    match status {
-        "ACTIVE" | "PROVISIONED" | "RECOVERY" | "PASSWORD_EXPIRED" | "LOCKED_OUT" => Some(true),
-        "STAGED" if skip_staged => None,
-        _ => Some(false),
-    }
-}
-
 /// A group named in `allowed_users_groups` / `denied_users_groups`: by id, or by name
 /// case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,18 +123,6 @@ mod tests {
             );
         }
         assert!(email_domain_allowed("anyone@anywhere", &[], false), "no rule allows all");
-    }
-
-    #[test]
-    fn okta_statuses_map_as_the_contract_says() {
-        for status in ["ACTIVE", "PROVISIONED", "RECOVERY", "PASSWORD_EXPIRED", "LOCKED_OUT"] {
-            assert_eq!(okta_status_active(status, false), Some(true), "{status}");
-        }
-        for status in ["SUSPENDED", "DEPROVISIONED", "STAGED"] {
-            assert_eq!(okta_status_active(status, false), Some(false), "{status}");
-        }
-        assert_eq!(okta_status_active("STAGED", true), None);
-        assert_eq!(okta_status_active("SUSPENDED", true), Some(false));
     }
 
     #[test]
