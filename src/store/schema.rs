@@ -169,6 +169,7 @@ diesel::table! {
         group_type -> Text,
         changed -> Bool,
         members_read -> Bool,
+        imported -> Bool,
     }
 }
 
@@ -179,6 +180,7 @@ diesel::table! {
         name -> Text,
         group_type -> Text,
         members_read -> Bool,
+        imported -> Bool,
     }
 }
 

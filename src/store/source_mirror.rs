@@ -57,6 +57,7 @@ pub fn complete_stage(conn: &mut DbConn, connection_id: &str, run_id: &str) -> R
                     sync_source_groups::group_type,
                     false.into_sql::<Bool>(),
                     sync_source_groups::members_read,
+                    sync_source_groups::imported,
                 )),
         )
         .into_columns((
@@ -66,6 +67,7 @@ pub fn complete_stage(conn: &mut DbConn, connection_id: &str, run_id: &str) -> R
             sync_stage_groups::group_type,
             sync_stage_groups::changed,
             sync_stage_groups::members_read,
+            sync_stage_groups::imported,
         ))
         .execute(conn)?;
     let staged_users = sync_stage_users::table
@@ -160,6 +162,7 @@ pub fn advance(
                     sync_stage_groups::name,
                     sync_stage_groups::group_type,
                     sync_stage_groups::members_read,
+                    sync_stage_groups::imported,
                 )),
         )
         .into_columns((
@@ -168,6 +171,7 @@ pub fn advance(
             sync_source_groups::name,
             sync_source_groups::group_type,
             sync_source_groups::members_read,
+            sync_source_groups::imported,
         ))
         .execute(conn)?;
     let reread_groups = sync_stage_groups::table

@@ -162,6 +162,8 @@ pub struct StagedGroup {
     pub changed: bool,
     /// Whether its members were read (only for groups the rules import or name).
     pub members_read: bool,
+    /// Whether the rules import it (as its source's importer judged).
+    pub imported: bool,
 }
 
 pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Result<()> {
@@ -174,6 +176,7 @@ pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Re
                 sync_stage_groups::group_type.eq(&group.group_type),
                 sync_stage_groups::changed.eq(group.changed),
                 sync_stage_groups::members_read.eq(group.members_read),
+                sync_stage_groups::imported.eq(group.imported),
             ))
             .execute(conn)?;
     }
@@ -216,15 +219,17 @@ pub fn staged_groups(conn: &mut DbConn, run_id: &str) -> Result<Vec<StagedGroup>
             sync_stage_groups::group_type,
             sync_stage_groups::changed,
             sync_stage_groups::members_read,
+            sync_stage_groups::imported,
         ))
-        .load::<(String, String, String, bool, bool)>(conn)?
+        .load::<(String, String, String, bool, bool, bool)>(conn)?
         .into_iter()
-        .map(|(source_id, name, group_type, changed, members_read)| StagedGroup {
+        .map(|(source_id, name, group_type, changed, members_read, imported)| StagedGroup {
             source_id,
             name,
             group_type,
             changed,
             members_read,
+            imported,
         })
         .collect())
 }

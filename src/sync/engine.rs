@@ -437,13 +437,13 @@ impl Run<'_> {
         };
         // Members are read for the groups the rules import or name, a few groups at a time.
         for group in &mut groups {
-            let imported = rules::okta_group_selected(
+            group.imported = rules::okta_group_selected(
                 &group.group_type,
                 &group.name,
                 &types,
                 &settings.rules.group_prefixes,
             ) && app_groups.as_ref().is_none_or(|ids| ids.contains(&group.source_id));
-            group.members_read = imported || judged(&group.source_id, &group.name);
+            group.members_read = group.imported || judged(&group.source_id, &group.name);
         }
         let wanted: Vec<String> =
             groups.iter().filter(|g| g.members_read).map(|g| g.source_id.clone()).collect();
@@ -741,9 +741,6 @@ impl Run<'_> {
             self.connection.directory_id.clone(),
             self.actor.clone(),
         );
-        let types = settings.group_types();
-        let prefixes = settings.rules.group_prefixes.clone();
-        let app_filter = settings.rules.app_id.is_some();
         let full = self.mode == Mode::Full;
         let groups_of_new_users = self.groups_of_new_users.clone();
         let user_rules = user_rules(&settings);
@@ -757,7 +754,7 @@ impl Run<'_> {
             let touched = &groups_of_new_users;
             let mut selected = BTreeSet::new();
             for group in staged {
-                if !rules::okta_group_selected(&group.group_type, &group.name, &types, &prefixes) {
+                if !group.imported {
                     continue;
                 }
                 selected.insert(group.source_id.clone());
@@ -769,13 +766,6 @@ impl Run<'_> {
                 } else {
                     source_mirror::members(conn, &connection, &group.source_id)?
                 };
-                if app_filter
-                    && member_sources.is_empty()
-                    && groups::find_owned(conn, &connection, &group.source_id)?.is_none()
-                {
-                    // In app mode only the app's groups had their members read; others are not imported.
-                    continue;
-                }
                 let wanted: Vec<&str> = member_sources.iter().map(String::as_str).collect();
                 // Applying, the users pass has created whom it could: members are what exists. A
                 // dry run counts the members applying would give.
@@ -900,6 +890,7 @@ fn staged_group(group: &Value) -> Option<StagedGroup> {
         group_type: group.get("type").and_then(Value::as_str).unwrap_or("OKTA_GROUP").to_string(),
         changed: true,
         members_read: false,
+        imported: false,
     })
 }
 
