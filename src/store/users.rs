@@ -276,33 +276,34 @@ impl NamedBy {
     ) -> Result<HashMap<String, Vec<String>>> {
         let mut found: HashMap<String, Vec<String>> = HashMap::new();
         for chunk in keys.chunks(500) {
-            let live = users::table
-                .filter(users::directory_id.eq(&directory.0))
-                .filter(users::deprovisioned_at.is_null());
-            let rows: Vec<(Option<String>, String)> = match self {
-                NamedBy::Id => live
+            let directory_users = users::table.filter(users::directory_id.eq(&directory.0));
+            // (key, id, deprovisioned_at). Whether a user is live is checked here, not in SQL: with
+            // that term SQLite walks the directory's live-users index rather than the key's.
+            let rows: Vec<(Option<String>, String, Option<i64>)> = match self {
+                // Here the term picks the index that holds the id: (directory, deprovisioned_at, id).
+                NamedBy::Id => directory_users
+                    .filter(users::deprovisioned_at.is_null())
                     .filter(users::id.eq_any(chunk))
-                    .select((users::id.nullable(), users::id))
+                    .select((users::id.nullable(), users::id, users::deprovisioned_at))
                     .load(conn)?,
-                NamedBy::ExternalId => live
+                NamedBy::ExternalId => directory_users
                     .filter(users::external_id.eq_any(chunk))
-                    .select((users::external_id, users::id))
+                    .select((users::external_id, users::id, users::deprovisioned_at))
                     .load(conn)?,
-                NamedBy::DisplayName => live
+                NamedBy::DisplayName => directory_users
                     .filter(users::display_name_folded.eq_any(chunk))
-                    .select((users::display_name_folded, users::id))
+                    .select((users::display_name_folded, users::id, users::deprovisioned_at))
                     .load(conn)?,
                 NamedBy::EmployeeNumber => user_values::table
                     .inner_join(users::table.on(users::id.eq(user_values::user_id)))
                     .filter(user_values::directory_id.eq(&directory.0))
                     .filter(user_values::attr.eq(EMPLOYEE_NUMBER_KEY))
                     .filter(user_values::value.eq_any(chunk))
-                    .filter(users::deprovisioned_at.is_null())
-                    .select((user_values::value.nullable(), user_values::user_id))
+                    .select((user_values::value.nullable(), user_values::user_id, users::deprovisioned_at))
                     .load(conn)?,
             };
-            for (key, id) in rows {
-                if let Some(key) = key {
+            for (key, id, deprovisioned_at) in rows {
+                if let (Some(key), None) = (key, deprovisioned_at) {
                     found.entry(key).or_default().push(id);
                 }
             }
