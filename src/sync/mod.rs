@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod engine;
+pub mod graph;
 pub mod okta;
 pub mod okta_auth;
 pub mod plan;
