@@ -1,3 +1,4 @@
+mod entra_import;
 mod fake_graph;
 mod fake_okta;
 mod graph_client;
