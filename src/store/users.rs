@@ -351,7 +351,18 @@ fn resolve_managers(
         }
         keys.sort_unstable();
         keys.dedup();
-        let mut found = way.lookup(conn, directory, &keys)?;
+        // A name three live users share names no one, whoever else arrives: such names are not
+        // read (common names would make every batch read hundreds of users each).
+        let crowded: std::collections::HashSet<String> = match way {
+            NamedBy::DisplayName => live_name_counts(conn, directory, &keys)?
+                .into_iter()
+                .filter(|(_, count)| *count >= 3)
+                .map(|(name, _)| name)
+                .collect(),
+            _ => std::collections::HashSet::new(),
+        };
+        let looked_up: Vec<&str> = keys.iter().copied().filter(|key| !crowded.contains(*key)).collect();
+        let mut found = way.lookup(conn, directory, &looked_up)?;
         for (id, resource) in fresh {
             if let Some(key) = way.offered(id, resource) {
                 if keys.binary_search(&key.as_str()).is_ok() {
@@ -362,7 +373,7 @@ fn resolve_managers(
         for ((link, key), (self_id, _)) in links.iter_mut().zip(wanted).zip(users) {
             let Some(key) = key else { continue };
             let candidates = found.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let resolved = only_other(candidates, self_id);
+            let resolved = if crowded.contains(&key) { None } else { only_other(candidates, self_id) };
             *link = match way {
                 // A name that matches nobody, or several, still says who to wait for.
                 NamedBy::DisplayName => Some(ManagerLink { id: resolved, pending_name: Some(key) }),
@@ -371,6 +382,27 @@ fn resolve_managers(
         }
     }
     Ok(links.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// How many live users of the directory have each of `names` (folded display names); names no
+/// one has are absent. One query per 500 names, on the display-name index alone.
+fn live_name_counts(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    names: &[&str],
+) -> Result<HashMap<String, i64>> {
+    let mut counts = HashMap::new();
+    for chunk in names.chunks(500) {
+        let rows: Vec<(Option<String>, i64)> = users::table
+            .filter(users::directory_id.eq(&directory.0))
+            .filter(users::display_name_folded.eq_any(chunk))
+            .filter(users::deprovisioned_at.is_null())
+            .group_by(users::display_name_folded)
+            .select((users::display_name_folded, diesel::dsl::count_star()))
+            .load(conn)?;
+        counts.extend(rows.into_iter().filter_map(|(name, count)| Some((name?, count))));
+    }
+    Ok(counts)
 }
 
 /// After `written` (id, resource) were stored: the users whose manager names one of them (it
@@ -403,14 +435,30 @@ fn relink_reports(conn: &mut DbConn, directory: &DirectoryId, written: &[(&str, 
                 .select(user_values::user_id)
                 .load::<String>(conn)?,
         );
-        // By name: only reports whose link does not come from their manager's value can change.
-        let names: Vec<String> =
+        // By name: only reports whose link does not come from their manager's value can change,
+        // and, of a name three live users now share, only those linked: it names no one now.
+        let mut names: Vec<String> =
             chunk.iter().filter_map(|(_, resource)| text(resource, "displayName").map(index::fold)).collect();
-        if !names.is_empty() {
+        names.sort_unstable();
+        names.dedup();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let counts = live_name_counts(conn, directory, &refs)?;
+        let (crowded, rare): (Vec<&str>, Vec<&str>) =
+            refs.iter().partition(|name| counts.get(**name).is_some_and(|count| *count >= 3));
+        let pending = || users::table.filter(users::directory_id.eq(&directory.0));
+        if !rare.is_empty() {
             candidates.extend(
-                users::table
-                    .filter(users::directory_id.eq(&directory.0))
-                    .filter(users::manager_name_pending.eq_any(names))
+                pending()
+                    .filter(users::manager_name_pending.eq_any(rare))
+                    .select(users::id)
+                    .load::<String>(conn)?,
+            );
+        }
+        if !crowded.is_empty() {
+            candidates.extend(
+                pending()
+                    .filter(users::manager_name_pending.eq_any(crowded))
+                    .filter(users::manager_id.is_not_null())
                     .select(users::id)
                     .load::<String>(conn)?,
             );

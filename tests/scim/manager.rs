@@ -6,7 +6,11 @@ use serde_json::{json, Value};
 
 use crate::support::{on_both_backends, user_body, TestServer};
 
-on_both_backends!(managers_are_linked_best_effort_and_relinked, ambiguous_or_self_references_link_nothing);
+on_both_backends!(
+    managers_are_linked_best_effort_and_relinked,
+    ambiguous_or_self_references_link_nothing,
+    a_name_that_becomes_common_unlinks_and_stays_unlinked,
+);
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
@@ -141,4 +145,32 @@ async fn ambiguous_or_self_references_link_nothing(server: TestServer) {
     let unknown =
         server.create_user(with_manager("eve@x.example", "Eve", json!({"value": "no-such-id"}))).await;
     assert_eq!(unknown[ENTERPRISE]["manager"], json!({"value": "no-such-id"}));
+}
+
+/// A manager named only by a name links while one user has it, not once two or three do, and a
+/// report naming it later links to none of them. From three on, resolving and relinking count
+/// the name's users instead of reading them.
+async fn a_name_that_becomes_common_unlinks_and_stays_unlinked(server: TestServer) {
+    let named = |user_name: &str| {
+        let mut body = user_body(user_name);
+        body["displayName"] = json!("Pat Lee");
+        body
+    };
+    let first = server.create_user(named("pat1@x.example")).await["id"].as_str().unwrap().to_string();
+    let early = server
+        .create_user(with_manager("ann@x.example", "Ann Vik", json!({"displayName": "Pat Lee"})))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(manager(&server, &early).await["value"], first.as_str(), "one Pat Lee: linked");
+    server.create_user(named("pat2@x.example")).await;
+    assert_eq!(manager(&server, &early).await, json!({"displayName": "Pat Lee"}), "two: unlinked");
+    server.create_user(named("pat3@x.example")).await;
+    assert_eq!(manager(&server, &early).await, json!({"displayName": "Pat Lee"}), "three: still unlinked");
+    let late =
+        server.create_user(with_manager("bo@x.example", "Bo Ek", json!({"displayName": "Pat Lee"}))).await;
+    assert_eq!(late[ENTERPRISE]["manager"], json!({"displayName": "Pat Lee"}), "a report arriving now");
+    let by_value = format!("{ENTERPRISE}:manager.value pr");
+    assert!(ids_matching(&server, &by_value).await.is_empty(), "nobody is linked to a Pat Lee");
 }
