@@ -1,23 +1,115 @@
-//! The Okta importer at scale: a generated org served by the fake Okta (in this process), the
-//! release `scimd` binary as its own process running `sync run`, its wall time and peak RSS.
+//! An importer at scale: a generated org served by the fake Okta, or a generated tenant served by
+//! the fake Microsoft Graph (in this process), the release `scimd` binary as its own process
+//! running `sync run`, its wall time, peak RSS and CPU.
 //!
 //! ```sh
 //! cargo bench --bench import -- --users 100000 --groups 2000
 //! cargo bench --bench import -- --users 10000 --groups 200 --okta-limits
 //! cargo bench --bench import -- --users 100000 --groups 2000 --delta 1000 --skip-second-full
+//! cargo bench --bench import -- --source entra --users 100000 --groups 2000
 //! ```
 //!
-//! `--okta-limits` enforces Okta's published per-minute buckets in the fake (users 600, groups
-//! 500, apps 100); the importer then spends half of each, as it does against a real org.
+//! `--source` is `okta` (the default) or `entra`. `--okta-limits` enforces Okta's published
+//! per-minute buckets in the fake (users 600, groups 500, apps 100); the importer then spends
+//! half of each, as it does against a real org. `--delta` and `--okta-limits` apply to Okta only
+//! and are refused with `--source entra`: an Entra run reads the whole tenant for now, so an Entra
+//! bench makes its full runs alone.
 
+// The bench uses only part of what the tests use.
 #[allow(dead_code)]
 #[path = "../support/fake_okta.rs"]
 mod fake_okta;
 
+#[allow(dead_code)]
+#[path = "../support/fake_graph.rs"]
+mod fake_graph;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fake_graph::{AppRegistration, FakeGraph, Tenant, IMPORTER_PERMISSIONS};
 use fake_okta::{FakeOkta, Org, RateLimits};
+
+/// The fake the bench generates its source in and serves it from; the connection (and its
+/// `scimd` name) is named after it.
+enum Source {
+    Okta(FakeOkta),
+    Entra(FakeGraph),
+}
+
+impl Source {
+    /// Generates `users` and `groups` in the fake named `name` and starts it; returns it and its
+    /// memberships (Okta: every group's members, Everyone's too; Entra: users directly in
+    /// groups, not nested groups or devices).
+    fn generate(name: &str, users: usize, groups: usize, okta_limits: bool) -> (Source, usize) {
+        match name {
+            "okta" => {
+                let mut org = Org::generate(users, groups, 1);
+                let memberships = org.members.values().map(|m| m.len()).sum();
+                let per_minute = |n: u32| if okta_limits { n } else { u32::MAX };
+                org.limits = RateLimits {
+                    users_list: per_minute(600),
+                    groups: per_minute(500),
+                    apps: per_minute(100),
+                    other: per_minute(1200),
+                    window: Duration::from_secs(60),
+                };
+                (Source::Okta(FakeOkta::start(org)), memberships)
+            }
+            "entra" => {
+                let tenant = Tenant::generate(users, groups, 1);
+                let memberships =
+                    tenant.members.values().flatten().filter(|id| tenant.users.contains_key(*id)).count();
+                (Source::Entra(FakeGraph::start(tenant)), memberships)
+            }
+            other => refuse(&format!("unknown --source {other}: okta or entra")),
+        }
+    }
+
+    /// The connection's name in `scimd` (`acme/<name>`).
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Okta(_) => "okta",
+            Source::Entra(_) => "entra",
+        }
+    }
+
+    /// The body of `connection create`: the default rules (Okta leaves Everyone out, Entra the
+    /// groups without e-mail), and a brake that never holds.
+    fn connection(&self) -> serde_json::Value {
+        let brake = serde_json::json!({"max_deactivate_percent": 100});
+        match self {
+            Source::Okta(fake) => serde_json::json!({
+                "name": self.name(), "kind": "okta",
+                "okta": {"org_url": fake.base_url(), "allow_insecure_http": true,
+                         "auth": {"method": "api_token", "token": fake.api_token()}},
+                "brake": brake
+            }),
+            Source::Entra(fake) => {
+                let app = fake.register_app(AppRegistration::new(&IMPORTER_PERMISSIONS));
+                serde_json::json!({
+                    "name": self.name(), "kind": "entra",
+                    "entra": fake.entra_source(app.secret_auth()),
+                    "brake": brake
+                })
+            }
+        }
+    }
+
+    /// How many requests the fake has received so far.
+    fn requests(&self) -> usize {
+        match self {
+            Source::Okta(fake) => fake.requests().len(),
+            Source::Entra(fake) => fake.requests().len(),
+        }
+    }
+}
+
+/// Ends the bench on a bad command line.
+fn refuse(message: &str) -> ! {
+    eprintln!("import bench: {message}");
+    std::process::exit(2);
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -31,28 +123,25 @@ fn main() {
             .cloned()
             .unwrap_or_else(|| default.into())
     };
+    let source = value("--source", "okta");
     let users: usize = value("--users", "100000").parse().unwrap();
     let groups: usize = value("--groups", "2000").parse().unwrap();
     let okta_limits = args.iter().any(|a| a == "--okta-limits");
     // `--delta N`: after the full runs, N changes in the org, then a delta run.
     let changes: usize = value("--delta", "0").parse().unwrap();
     let only_delta = args.iter().any(|a| a == "--skip-second-full");
+    if source == "entra" {
+        for flag in ["--delta", "--okta-limits"] {
+            if args.iter().any(|a| a == flag) {
+                refuse(&format!(
+                    "{flag} is for --source okta only: an Entra run reads the whole tenant for now"
+                ));
+            }
+        }
+    }
 
     let started = Instant::now();
-    let mut org = Org::generate(users, groups, 1);
-    let memberships: usize = org.members.values().map(|m| m.len()).sum();
-    org.limits = if okta_limits {
-        RateLimits { users_list: 600, groups: 500, apps: 100, other: 1200, window: Duration::from_secs(60) }
-    } else {
-        RateLimits {
-            users_list: u32::MAX,
-            groups: u32::MAX,
-            apps: u32::MAX,
-            other: u32::MAX,
-            window: Duration::from_secs(60),
-        }
-    };
-    let fake = FakeOkta::start(org);
+    let (source, memberships) = Source::generate(&source, users, groups, okta_limits);
     eprintln!(
         "generated {users} users, {groups} groups, {memberships} memberships in {:.1?}",
         started.elapsed()
@@ -72,27 +161,25 @@ fn main() {
         command
     };
     assert!(scimd(&["directory", "create", "acme"]).status().unwrap().success());
-    // Everyone (BUILT_IN) is left out, as by default.
-    let config = serde_json::json!({
-        "name": "okta", "kind": "okta",
-        "okta": {"org_url": fake.base_url(), "allow_insecure_http": true,
-                 "auth": {"method": "api_token", "token": fake.api_token()}},
-        "brake": {"max_deactivate_percent": 100}
-    });
-    std::fs::write(dir.path().join("okta.json"), config.to_string()).unwrap();
-    assert!(scimd(&["connection", "create", "acme", "okta", "--config", "okta.json"])
+    let name = source.name();
+    let config_file = format!("{name}.json");
+    std::fs::write(dir.path().join(&config_file), source.connection().to_string()).unwrap();
+    assert!(scimd(&["connection", "create", "acme", name, "--config", &config_file])
         .status()
         .unwrap()
         .success());
+    let connection = format!("acme/{name}");
+    let full = ["sync", "run", &connection, "--full", "--json"];
+    let delta = ["sync", "run", &connection, "--json"];
 
     println!(
         "| run | users | groups | memberships | seconds | peak RSS MiB | created | updated | deactivated | unchanged | members added | requests |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let row = |label: &str, args: &[&str]| {
-        let requests_before = fake.requests().len();
+        let requests_before = source.requests();
         let (seconds, rss, report) = timed(scimd(args));
-        let requests = fake.requests().len() - requests_before;
+        let requests = source.requests() - requests_before;
         println!(
             "| {label} | {users} | {groups} | {memberships} | {seconds:.1} | {rss} | {} | {} | {} | {} | {} | {requests} |",
             report["users"]["created"],
@@ -104,9 +191,9 @@ fn main() {
         assert_eq!(report["status"], "succeeded", "{report}");
         report
     };
-    let requests_before = fake.requests().len();
-    row("first full run", &["sync", "run", "acme/okta", "--full", "--json"]);
-    if okta_limits {
+    let requests_before = source.requests();
+    row("first full run", &full);
+    if let (Source::Okta(fake), true) = (&source, okta_limits) {
         // The least time these requests can take within half of each bucket per 60 s window:
         // a bucket's n requests need ceil(n / allowance) windows, all but the last waited out
         // whole; the importer uses the buckets one after another (users, then groups).
@@ -130,29 +217,32 @@ fn main() {
         );
     }
     if !only_delta {
-        row("second full run, no change", &["sync", "run", "acme/okta", "--full", "--json"]);
+        row("second full run, no change", &full);
     }
-    row("delta run, no change", &["sync", "run", "acme/okta", "--json"]);
-    if changes > 0 {
-        // A day's worth of churn: retitled and moved people, leavers, joiners, and group moves
-        // (a membership change touches the group, not the user).
-        fake.change(|org| {
-            let ids: Vec<String> = org.users.iter().map(|u| u.id.clone()).collect();
-            let group_ids: Vec<String> =
-                org.groups.iter().filter(|g| g.group_type != "BUILT_IN").map(|g| g.id.clone()).collect();
-            for i in 0..changes {
-                let user = &ids[(i * 7919) % ids.len()];
-                match i % 4 {
-                    0 | 1 => org.update_user(user, |u| {
-                        u.profile.insert("title".into(), serde_json::json!(format!("Retitled {i}")));
-                    }),
-                    2 => org.update_user(user, |u| u.status = "DEPROVISIONED".into()),
-                    _ => org.add_member(&group_ids[i % group_ids.len()], user),
+    // Entra has no delta runs yet: a run without --full reads the whole tenant again.
+    if let Source::Okta(fake) = &source {
+        row("delta run, no change", &delta);
+        if changes > 0 {
+            // A day's worth of churn: retitled and moved people, leavers, joiners, and group
+            // moves (a membership change touches the group, not the user).
+            fake.change(|org| {
+                let ids: Vec<String> = org.users.iter().map(|u| u.id.clone()).collect();
+                let group_ids: Vec<String> =
+                    org.groups.iter().filter(|g| g.group_type != "BUILT_IN").map(|g| g.id.clone()).collect();
+                for i in 0..changes {
+                    let user = &ids[(i * 7919) % ids.len()];
+                    match i % 4 {
+                        0 | 1 => org.update_user(user, |u| {
+                            u.profile.insert("title".into(), serde_json::json!(format!("Retitled {i}")));
+                        }),
+                        2 => org.update_user(user, |u| u.status = "DEPROVISIONED".into()),
+                        _ => org.add_member(&group_ids[i % group_ids.len()], user),
+                    }
                 }
-            }
-        });
-        let report = row(&format!("delta run, {changes} changes"), &["sync", "run", "acme/okta", "--json"]);
-        assert_eq!(report["mode"], "delta", "{report}");
+            });
+            let report = row(&format!("delta run, {changes} changes"), &delta);
+            assert_eq!(report["mode"], "delta", "{report}");
+        }
     }
 }
 
