@@ -99,6 +99,7 @@ pub struct TestServer {
     /// The sync scheduler, when the test turned it on (`config.sync.scheduler`).
     pub scheduler: Option<scimd::sync::scheduler::Handle>,
     system: actix_web::rt::System,
+    server: actix_web::dev::ServerHandle,
     _data_dir: Option<tempfile::TempDir>,
 }
 
@@ -131,7 +132,7 @@ impl TestServer {
                 Ok((created.id, issued.token.secret, admin.token.secret))
             })
             .unwrap();
-        let (addr, system, scheduler) = serve(store.clone(), config.clone());
+        let (addr, system, server, scheduler) = serve(store.clone(), config.clone());
         TestServer {
             backend,
             base_url: format!("http://{addr}"),
@@ -143,6 +144,7 @@ impl TestServer {
             http: reqwest::Client::new(),
             scheduler,
             system,
+            server,
             _data_dir: data_dir,
         }
     }
@@ -154,7 +156,7 @@ impl TestServer {
         let mut config = self.config.clone();
         adjust(&mut config);
         let store = app::open_store(&config).unwrap();
-        let (addr, system, scheduler) = serve(store.clone(), config.clone());
+        let (addr, system, server, scheduler) = serve(store.clone(), config.clone());
         TestServer {
             backend: self.backend,
             base_url: format!("http://{addr}"),
@@ -166,6 +168,7 @@ impl TestServer {
             http: reqwest::Client::new(),
             scheduler,
             system,
+            server,
             _data_dir: None,
         }
     }
@@ -263,7 +266,12 @@ impl TestServer {
 fn serve(
     store: Store,
     config: Config,
-) -> (std::net::SocketAddr, actix_web::rt::System, Option<scimd::sync::scheduler::Handle>) {
+) -> (
+    std::net::SocketAddr,
+    actix_web::rt::System,
+    actix_web::dev::ServerHandle,
+    Option<scimd::sync::scheduler::Handle>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -272,7 +280,8 @@ fn serve(
             let key = config.secret_key().unwrap();
             let scheduler = scimd::sync::scheduler::spawn(store.clone(), key, &config.sync);
             let running = app::start(store, config, listener).unwrap();
-            started_tx.send((running.addr, actix_web::rt::System::current(), scheduler)).unwrap();
+            let handle = running.handle.clone();
+            started_tx.send((running.addr, actix_web::rt::System::current(), handle, scheduler)).unwrap();
             running.server.await.unwrap();
         });
     });
@@ -281,6 +290,10 @@ fn serve(
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // Stopping the server ends the thread serving it, and with it the last handles on the
+        // store: stopping the System alone left that thread waiting on the server, and every
+        // finished test kept its database connections open.
+        drop(self.server.stop(false));
         self.system.stop();
     }
 }
