@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::connection::{EntraAuth, EntraSource};
 pub use super::okta::Check;
 pub use super::source::MappedUser;
-use super::source::SourceStatus;
+use super::source::{self, SourceStatus};
 use crate::error::{Error, Result};
 use crate::scim::index::fold;
 use crate::scim::schema::ENTERPRISE_USER_SCHEMA;
@@ -201,7 +201,6 @@ pub fn map_user(user: &Value, username_source: &str) -> Option<MappedUser> {
             resource.insert(scim.into(), value);
         }
     }
-    let mut phones = Vec::new();
     let business = user
         .get("businessPhones")
         .and_then(Value::as_array)
@@ -209,30 +208,18 @@ pub fn map_user(user: &Value, username_source: &str) -> Option<MappedUser> {
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|p| !p.is_empty());
-    if let Some(phone) = business {
-        phones.push(json!({"value": phone, "type": "work"}));
+    if let Some(phones) = source::phone_numbers(business, text(user, "mobilePhone")) {
+        resource.insert("phoneNumbers".into(), phones);
     }
-    if let Some(phone) = text(user, "mobilePhone") {
-        phones.push(json!({"value": phone, "type": "mobile"}));
-    }
-    if !phones.is_empty() {
-        resource.insert("phoneNumbers".into(), Value::Array(phones));
-    }
-    let mut address = Map::new();
-    for (scim, graph) in [
+    let address = [
         ("streetAddress", "streetAddress"),
         ("locality", "city"),
         ("region", "state"),
         ("postalCode", "postalCode"),
         ("country", "country"),
-    ] {
-        if let Some(value) = field(graph) {
-            address.insert(scim.into(), value);
-        }
-    }
-    if !address.is_empty() {
-        address.insert("type".into(), json!("work"));
-        resource.insert("addresses".into(), json!([Value::Object(address)]));
+    ];
+    if let Some(addresses) = source::work_address(address.map(|(scim, graph)| (scim, field(graph)))) {
+        resource.insert("addresses".into(), addresses);
     }
     let mut enterprise = Map::new();
     for (scim, graph) in

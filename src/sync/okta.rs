@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::okta_auth::{Authorizer, Credentials};
 use super::rules;
 pub use super::source::MappedUser;
-use super::source::SourceStatus;
+use super::source::{self, SourceStatus};
 use crate::error::{Error, Result};
 use crate::scim::schema::ENTERPRISE_USER_SCHEMA;
 
@@ -77,31 +77,18 @@ pub fn map_user(user: &Value, username_source: &str) -> Option<MappedUser> {
             resource.insert(scim.into(), value);
         }
     }
-    let mut phones = Vec::new();
-    if let Some(phone) = text(profile, "primaryPhone") {
-        phones.push(json!({"value": phone, "type": "work"}));
+    if let Some(phones) = source::phone_numbers(text(profile, "primaryPhone"), text(profile, "mobilePhone")) {
+        resource.insert("phoneNumbers".into(), phones);
     }
-    if let Some(phone) = text(profile, "mobilePhone") {
-        phones.push(json!({"value": phone, "type": "mobile"}));
-    }
-    if !phones.is_empty() {
-        resource.insert("phoneNumbers".into(), Value::Array(phones));
-    }
-    let mut address = Map::new();
-    for (scim, okta) in [
+    let address = [
         ("streetAddress", "streetAddress"),
         ("locality", "city"),
         ("region", "state"),
         ("postalCode", "zipCode"),
         ("country", "countryCode"),
-    ] {
-        if let Some(value) = field(okta) {
-            address.insert(scim.into(), value);
-        }
-    }
-    if !address.is_empty() {
-        address.insert("type".into(), json!("work"));
-        resource.insert("addresses".into(), json!([Value::Object(address)]));
+    ];
+    if let Some(addresses) = source::work_address(address.map(|(scim, okta)| (scim, field(okta)))) {
+        resource.insert("addresses".into(), addresses);
     }
     let mut enterprise = Map::new();
     for key in ["employeeNumber", "department", "division", "organization", "costCenter"] {

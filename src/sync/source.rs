@@ -1,6 +1,8 @@
 //! What every importer hands the engine, whatever its source (Okta, Entra ID): users mapped to
 //! SCIM with the facts the rules decide on. The engine stages, plans and applies only these.
 
+use serde_json::{json, Map, Value};
+
 use crate::scim::resource::Stored;
 
 /// A source's account state, as rule 5 of `sync-rules.md` reads it.
@@ -47,6 +49,27 @@ pub struct MappedUser {
     pub resource: Stored,
 }
 
+/// A source's phone numbers as SCIM `phoneNumbers` (work, then mobile), if it has any.
+pub fn phone_numbers(work: Option<&str>, mobile: Option<&str>) -> Option<Value> {
+    let phones: Vec<Value> = [(work, "work"), (mobile, "mobile")]
+        .into_iter()
+        .filter_map(|(number, kind)| Some(json!({"value": number?, "type": kind})))
+        .collect();
+    (!phones.is_empty()).then_some(Value::Array(phones))
+}
+
+/// A source's address as SCIM `addresses` (one, of type work), from (SCIM sub-attribute, value)
+/// pairs; none when no part has a value.
+pub fn work_address<'a>(parts: impl IntoIterator<Item = (&'a str, Option<Value>)>) -> Option<Value> {
+    let mut address: Map<String, Value> =
+        parts.into_iter().filter_map(|(scim, value)| Some((scim.to_string(), value?))).collect();
+    if address.is_empty() {
+        return None;
+    }
+    address.insert("type".into(), json!("work"));
+    Some(json!([Value::Object(address)]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +80,16 @@ mod tests {
         assert_eq!(SourceStatus::Inactive.active(true), Some(false));
         assert_eq!(SourceStatus::Staged.active(false), Some(false));
         assert_eq!(SourceStatus::Staged.active(true), None);
+    }
+
+    #[test]
+    fn phones_and_address_appear_only_with_a_value() {
+        assert_eq!(phone_numbers(None, None), None);
+        assert_eq!(phone_numbers(None, Some("+47 1")), Some(json!([{"value": "+47 1", "type": "mobile"}])));
+        assert_eq!(work_address([("locality", None)]), None);
+        assert_eq!(
+            work_address([("locality", Some(json!("Oslo"))), ("region", None)]),
+            Some(json!([{"locality": "Oslo", "type": "work"}]))
+        );
     }
 }
