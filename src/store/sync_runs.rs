@@ -425,25 +425,27 @@ pub fn import_users(
     registry: &crate::scim::schema::Registry,
     directory: &crate::ids::DirectoryId,
     actor: &super::audit::Actor,
-    users: Vec<super::users::NewUser>,
+    users: &[super::users::NewUser],
 ) -> Result<Vec<(String, Error)>> {
-    match alone(conn, |c| super::users::insert_many(c, registry, directory, actor, users.clone()).map(drop)) {
+    let insert = |c: &mut DbConn, users: &[super::users::NewUser]| {
+        super::users::insert_many(c, registry, directory, actor, users).map(drop)
+    };
+    match alone(conn, |c| insert(c, users)) {
         Ok(()) => return Ok(Vec::new()),
         Err(Error::Uniqueness(_)) if users.len() > 1 => {}
         Err(Error::Uniqueness(message)) => {
-            let source =
-                users.into_iter().next().and_then(|u| u.source).map(|(_, id)| id).unwrap_or_default();
+            let source = users.first().and_then(|u| u.source_id()).unwrap_or_default().to_string();
             return Ok(vec![(source, Error::Uniqueness(message))]);
         }
         Err(other) => return Err(other),
     }
     let mut failed = Vec::new();
     for user in users {
-        let source = user.source.as_ref().map(|(_, id)| id.clone()).unwrap_or_default();
-        match alone(conn, |c| super::users::insert_many(c, registry, directory, actor, vec![user]).map(drop))
-        {
+        match alone(conn, |c| insert(c, std::slice::from_ref(user))) {
             Ok(()) => {}
-            Err(error @ Error::Uniqueness(_)) => failed.push((source, error)),
+            Err(error @ Error::Uniqueness(_)) => {
+                failed.push((user.source_id().unwrap_or_default().to_string(), error))
+            }
             Err(other) => return Err(other),
         }
     }

@@ -445,10 +445,10 @@ fn relink_reports(conn: &mut DbConn, directory: &DirectoryId, written: &[(&str, 
         let counts = live_name_counts(conn, directory, &refs)?;
         let (crowded, rare): (Vec<&str>, Vec<&str>) =
             refs.iter().partition(|name| counts.get(**name).is_some_and(|count| *count >= 3));
-        let pending = || users::table.filter(users::directory_id.eq(&directory.0));
+        let in_directory = || users::table.filter(users::directory_id.eq(&directory.0));
         if !rare.is_empty() {
             candidates.extend(
-                pending()
+                in_directory()
                     .filter(users::manager_name_pending.eq_any(rare))
                     .select(users::id)
                     .load::<String>(conn)?,
@@ -456,7 +456,7 @@ fn relink_reports(conn: &mut DbConn, directory: &DirectoryId, written: &[(&str, 
         }
         if !crowded.is_empty() {
             candidates.extend(
-                pending()
+                in_directory()
                     .filter(users::manager_name_pending.eq_any(crowded))
                     .filter(users::manager_id.is_not_null())
                     .select(users::id)
@@ -514,21 +514,41 @@ pub fn insert(
     actor: &Actor,
     resource: Stored,
 ) -> Result<UserRecord> {
-    let new = NewUser { id: UserId::generate(), resource, source: None };
-    insert_many(conn, registry, directory, actor, vec![new])?
+    let new = NewUser::new(UserId::generate(), resource, None);
+    let manager_id = insert_many(conn, registry, directory, actor, std::slice::from_ref(&new))?
         .pop()
-        .ok_or_else(|| Error::Internal("a created user went missing".into()))
+        .ok_or_else(|| Error::Internal("a created user went missing".into()))?;
+    let NewUser { id, resource, created_at, .. } = new;
+    let meta = Meta { id: id.0, created_at, modified_at: created_at, version: 1 };
+    let mut created = [UserRecord { meta, resource, groups: Vec::new(), manager_id, manager_name: None }];
+    attach_manager_names(conn, &mut created)?;
+    let [created] = created;
+    Ok(created)
 }
 
 /// A user to create with [`insert_many`].
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    /// Chosen by the caller: an importer knows a user's id before it writes it, so that reports
-    /// can name their manager whatever order they arrive in.
-    pub id: UserId,
-    pub resource: Stored,
-    /// The connection that imports it and the user's id in that source; `None` for SCIM push.
-    pub source: Option<(String, String)>,
+    id: UserId,
+    resource: Stored,
+    source: Option<(String, String)>,
+    created_at: i64,
+}
+
+impl NewUser {
+    /// `id` is chosen by the caller: an importer knows a user's id before it writes it, so that
+    /// reports can name their manager whatever order they arrive in. `source` is the connection
+    /// that imports it and the user's id there (`None` for SCIM push). A user created without
+    /// `active` is active.
+    pub fn new(id: UserId, mut resource: Stored, source: Option<(String, String)>) -> NewUser {
+        resource.entry("active").or_insert(Value::Bool(true));
+        NewUser { id, resource, source, created_at: now_millis() }
+    }
+
+    /// Its id in its source, if imported.
+    pub fn source_id(&self) -> Option<&str> {
+        self.source.as_ref().map(|(_, id)| id.as_str())
+    }
 }
 
 /// Users inserted in one statement at most: the statement is the batch's first write, so a
@@ -537,25 +557,21 @@ pub struct NewUser {
 pub const MAX_NEW_USERS: usize = 1000;
 
 /// Creates users, a batch at a time: one statement for their rows, one per 6,000 value rows, one
-/// for their audit entries, and a few to link managers. A user created without `active` is
-/// active. A userName already taken fails the batch with `Error::Uniqueness`.
+/// for their audit entries, and a few to link managers. Returns the user each one's manager
+/// resolved to. A userName already taken fails the batch with `Error::Uniqueness`.
 pub fn insert_many(
     conn: &mut DbConn,
     registry: &Registry,
     directory: &DirectoryId,
     actor: &Actor,
-    mut new: Vec<NewUser>,
-) -> Result<Vec<UserRecord>> {
+    new: &[NewUser],
+) -> Result<Vec<Option<String>>> {
     if new.len() > MAX_NEW_USERS {
         return Err(Error::Internal(format!("{} users in one insert; at most {MAX_NEW_USERS}", new.len())));
     }
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    for user in &mut new {
-        user.resource.entry("active").or_insert(Value::Bool(true));
-    }
-    let now = now_millis();
     let batch: Vec<(&str, &Stored)> = new.iter().map(|u| (u.id.as_str(), &u.resource)).collect();
     let links = resolve_managers(conn, directory, &batch, &batch)?;
     // A link to a user of the same batch is set once the batch is in: SQLite checks the foreign
@@ -564,7 +580,8 @@ pub fn insert_many(
     let mut rows = Vec::with_capacity(new.len());
     let mut links_within = Vec::new();
     for (user, link) in new.iter().zip(&links) {
-        let meta = Meta { id: user.id.0.clone(), created_at: now, modified_at: now, version: 1 };
+        let (id, created_at) = (user.id.0.clone(), user.created_at);
+        let meta = Meta { id, created_at, modified_at: created_at, version: 1 };
         let (source_connection, source_id) = user.source.clone().unzip();
         let mut link = link.clone();
         if let Some(manager) = link.id.take_if(|manager| batch_ids.contains(manager.as_str())) {
@@ -581,7 +598,7 @@ pub fn insert_many(
         DbConn::Sqlite(c) => statement.execute(c),
         DbConn::Postgres(c) => statement.execute(c),
     };
-    inserted.map_err(|e| match &*new {
+    inserted.map_err(|e| match new {
         [one] => unique_user_name(e, &one.resource),
         _ => match e {
             diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
@@ -605,20 +622,7 @@ pub fn insert_many(
         })
         .collect();
     audit::record_many(conn, actor, changes)?;
-    drop(batch);
-    let mut created: Vec<UserRecord> = new
-        .into_iter()
-        .zip(links)
-        .map(|(user, link)| UserRecord {
-            meta: Meta { id: user.id.0, created_at: now, modified_at: now, version: 1 },
-            resource: user.resource,
-            groups: Vec::new(),
-            manager_id: link.id,
-            manager_name: None,
-        })
-        .collect();
-    attach_manager_names(conn, &mut created)?;
-    Ok(created)
+    Ok(links.into_iter().map(|link| link.id).collect())
 }
 /// A live user's row, without what is derived from other tables (groups, manager name).
 fn find_live_row(conn: &mut DbConn, directory: &DirectoryId, id: &str) -> Result<Option<UserRow>> {

@@ -248,23 +248,22 @@ pub async fn verify(
     key: Option<&SecretKey>,
     connection: &ConnectionRecord,
 ) -> Vec<okta::Check> {
-    let checks = match connection.config.kind {
+    let unopened = |error: Error| {
+        vec![okta::Check {
+            what: "open the connection's credentials".into(),
+            remedy: Some(error.to_string()),
+        }]
+    };
+    match connection.config.kind {
         Kind::Okta => match okta_client(store, key, connection).await {
-            Ok(client) => Ok(client.verify(connection.config.rules.app_id.as_deref()).await),
-            Err(error) => Err(error),
+            Ok(client) => client.verify(connection.config.rules.app_id.as_deref()).await,
+            Err(error) => unopened(error),
         },
         // Groups are always read: the rules import them unless prefixes leave all out.
         Kind::Entra => match graph_client(store, key, connection).await {
-            Ok(client) => Ok(client.verify(true).await),
-            Err(error) => Err(error),
+            Ok(client) => client.verify(true).await,
+            Err(error) => unopened(error),
         },
-    };
-    match checks {
-        Ok(checks) => checks,
-        Err(error) => vec![okta::Check {
-            what: "open the connection's credentials".into(),
-            remedy: Some(error.to_string()),
-        }],
     }
 }
 
@@ -1211,16 +1210,16 @@ fn apply_batch(
     let mut creates = Vec::new();
     for (item, decision, _) in &outcome.decisions {
         if let Decision::Create(body) = decision {
-            creates.push(users::NewUser {
-                id: UserId(item.user_id.clone()),
-                resource: resource::normalize(&registry.user, body)?,
-                source: Some((connection.to_string(), item.user.source_id.clone())),
-            });
+            creates.push(users::NewUser::new(
+                UserId(item.user_id.clone()),
+                resource::normalize(&registry.user, body)?,
+                Some((connection.to_string(), item.user.source_id.clone())),
+            ));
         }
     }
     let mut taken: HashSet<String> = HashSet::new();
     for chunk in creates.chunks(users::MAX_NEW_USERS) {
-        let failed = sync_runs::import_users(conn, registry, directory, actor, chunk.to_vec())?;
+        let failed = sync_runs::import_users(conn, registry, directory, actor, chunk)?;
         taken.extend(failed.into_iter().map(|(source, _)| source));
     }
     for (item, decision, _) in outcome.decisions.iter_mut() {
