@@ -128,6 +128,15 @@ pub enum ConnectionCommand {
         /// <directory>/<name>
         connection: String,
     },
+    /// Print the link where an Entra admin signs in to connect a delegated credential
+    /// ("method": "delegated"); good once, for 10 minutes. A running scimd takes the answer.
+    Authorize {
+        /// <directory>/<name>
+        connection: String,
+        /// auth or backup_auth (by default the delegated one, the primary first).
+        #[arg(long)]
+        credential: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -521,6 +530,32 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
             Err(Error::Upstream(format!("{} of {} checks failed", failed.len(), checks.len())))
         };
     }
+    if let ConnectionCommand::Authorize { connection, credential } = command {
+        let (directory, name) = connection_name(&connection)?;
+        let record =
+            store.read_now(move |conn, _| crate::store::connections::get_by_name(conn, &directory, &name))?;
+        let key = config.secret_key()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal("starting the runtime", e))?;
+        let link = runtime.block_on(crate::sync::consent::start(
+            store,
+            key.as_ref(),
+            Actor::Cli,
+            &record,
+            credential.as_deref(),
+            &config.base_url(None),
+        ))?;
+        println!("{}", link.url);
+        eprintln!(
+            "open this link within 10 minutes and sign in as an admin of the tenant to connect entra.{} of {connection} \
+             (app {}). Microsoft then sends the browser to {}: that redirect URI must be registered on the app \
+             (Authentication → Web), and a scimd serving this database must answer there (set public_url)",
+            link.place, link.client_id, link.redirect_uri
+        );
+        return Ok(());
+    }
     use crate::store::connections;
     match command {
         ConnectionCommand::Create { directory, name, config: file } => {
@@ -570,7 +605,7 @@ fn connection_command(store: &Store, config: &Config, command: ConnectionCommand
                 serde_json::to_string_pretty(&found.shown()).map_err(|e| Error::internal("showing", e))?
             );
         }
-        ConnectionCommand::Verify { .. } => {}
+        ConnectionCommand::Verify { .. } | ConnectionCommand::Authorize { .. } => {}
         ConnectionCommand::Delete { connection } => {
             let (directory, name) = connection_name(&connection)?;
             store.write_now(move |conn, _| {
@@ -627,7 +662,7 @@ fn sync_command(store: &Store, config: &Config, command: SyncCommand) -> Result<
             }))
         }
         SyncCommand::Status { scope } => {
-            let runs = store.read_now(move |conn, _| {
+            let (runs, consents) = store.read_now(move |conn, _| {
                 let targets = match scope.as_deref().map(|s| s.split_once('/')) {
                     None => {
                         let mut all = Vec::new();
@@ -640,12 +675,18 @@ fn sync_command(store: &Store, config: &Config, command: SyncCommand) -> Result<
                     Some(Some((directory, name))) => vec![connections::get_by_name(conn, directory, name)?],
                 };
                 let mut runs = Vec::new();
+                let mut consents = Vec::new();
                 for target in targets {
                     for run in sync_runs::list(conn, &target.id, 20)? {
                         runs.push((target.config.name.clone(), run));
                     }
+                    for (place, _, state, reason) in target.consent_states() {
+                        if state == crate::store::consents::NEEDS_CONSENT {
+                            consents.push((target.config.name.clone(), place, reason.unwrap_or_default()));
+                        }
+                    }
                 }
-                Ok(runs)
+                Ok((runs, consents))
             })?;
             println!(
                 "{:<20} {:<36} {:<9} {:<6} {:<10} {:<24} SUMMARY",
@@ -673,6 +714,9 @@ fn sync_command(store: &Store, config: &Config, command: SyncCommand) -> Result<
                     run.status,
                     format_millis(run.started_at)
                 );
+            }
+            for (name, place, reason) in consents {
+                println!("{name}: entra.{place} needs consent: {reason}");
             }
             Ok(std::process::ExitCode::SUCCESS)
         }

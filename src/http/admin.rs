@@ -83,6 +83,18 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     .default_service(only("POST")),
             )
             .service(
+                web::resource("/connections/{id}/authorize")
+                    .route(web::get().to(super::consent::authorize))
+                    .default_service(only("GET")),
+            )
+            // Microsoft sends the admin's browser here after consent: no admin token, the
+            // one-time state of the authorize link authenticates it.
+            .service(
+                web::resource("/entra/callback")
+                    .route(web::get().to(super::consent::callback))
+                    .default_service(only("GET")),
+            )
+            .service(
                 web::resource("/connections/{id}/runs")
                     .route(web::get().to(connection_runs))
                     .default_service(only("GET")),

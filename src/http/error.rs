@@ -58,6 +58,13 @@ fn client_detail(error: &Error, status: StatusCode) -> String {
     }
 }
 
+/// The status and the detail a client may see of an error, for answers that are neither SCIM
+/// nor admin JSON: the pages a browser sees when Microsoft sends an admin back after consent.
+pub fn status_and_detail(error: &Error) -> (StatusCode, String) {
+    let (status, _) = classify(error);
+    (status, client_detail(error, status))
+}
+
 /// An error response with the headers its status calls for: a Bearer challenge on 401,
 /// Retry-After on 429 and 503, Allow on 405.
 fn respond(error: &Error, status: StatusCode, content_type: &'static str, body: Value) -> HttpResponse {

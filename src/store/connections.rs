@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::audit::{self, Actor, ResourceType};
 use super::schema::connections;
-use super::{directories, now_millis, secrets, DbConn, Store};
+use super::{consents, directories, now_millis, secrets, DbConn, Store};
 use crate::encryption::SecretKey;
 use crate::error::{Error, Result};
 use crate::ids::DirectoryId;
@@ -39,6 +39,8 @@ pub struct ConnectionRecord {
     pub delta_state: Option<String>,
     /// Which secrets are set, and when each was last rotated.
     pub secrets: Vec<secrets::SecretStatus>,
+    /// The standing of each delegated credential that was ever connected.
+    pub consents: Vec<consents::ConsentStatus>,
 }
 
 impl ConnectionRecord {
@@ -50,12 +52,75 @@ impl ConnectionRecord {
                 .find(|s| s.name == name)
                 .map(|s| crate::scim::index::format_millis(s.rotated_at))
         };
-        self.config.shown(&rotated)
+        let mut shown = self.config.shown(&rotated);
+        if let (Some(consent), serde_json::Value::Object(fields)) = (self.consent(), &mut shown) {
+            fields.insert("consent".into(), consent);
+        }
+        shown
+    }
+
+    /// Where an admin completes the delegated consent of this connection.
+    pub fn authorize_path(&self) -> String {
+        format!("/admin/v1/connections/{}/authorize", self.id)
+    }
+
+    /// The standing of each delegated credential, by place: [`consents::CONNECTED`] or
+    /// [`consents::NEEDS_CONSENT`] with why. One that no admin has connected yet needs consent.
+    pub fn consent_states(&self) -> Vec<(&'static str, String, &'static str, Option<String>)> {
+        self.config
+            .delegated()
+            .into_iter()
+            .map(|(place, auth)| {
+                let client_id = auth.client_id().to_string();
+                match self.consents.iter().find(|c| c.place == place) {
+                    Some(c) if c.state == consents::CONNECTED => (place, client_id, consents::CONNECTED, None),
+                    Some(c) => (place, client_id, consents::NEEDS_CONSENT, c.reason.clone()),
+                    None => {
+                        let reason = format!(
+                            "no admin has connected entra.{place} (delegated sign-in of app {client_id}) yet: \
+                             open {} with an admin token, or run 'scimd connection authorize', and sign in",
+                            self.authorize_path()
+                        );
+                        (place, client_id, consents::NEEDS_CONSENT, Some(reason))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// `{"state", "reason", "authorize", "credentials": [...]}` for a connection with a delegated
+    /// credential: `needs_consent` when any of them does.
+    fn consent(&self) -> Option<serde_json::Value> {
+        let states = self.consent_states();
+        if states.is_empty() {
+            return None;
+        }
+        let needing = states.iter().find(|(_, _, state, _)| *state == consents::NEEDS_CONSENT);
+        let credentials: Vec<serde_json::Value> = states
+            .iter()
+            .map(|(place, client_id, state, reason)| {
+                let consented_at = self
+                    .consents
+                    .iter()
+                    .find(|c| c.place == *place)
+                    .and_then(|c| c.consented_at)
+                    .map(crate::scim::index::format_millis);
+                json!({ "place": place, "client_id": client_id, "state": state, "reason": reason,
+                        "consented_at": consented_at })
+            })
+            .collect();
+        Some(json!({
+            "state": needing.map_or(consents::CONNECTED, |(_, _, state, _)| *state),
+            "reason": needing.and_then(|(_, _, _, reason)| reason.clone()),
+            "authorize": self.authorize_path(),
+            "credentials": credentials,
+        }))
     }
 }
 
 fn record(conn: &mut DbConn, row: ConnectionRow) -> Result<ConnectionRecord> {
     let secrets = secrets::statuses(conn, &row.id)?;
+    let consents = consents::statuses(conn, &row.id)?;
     Ok(ConnectionRecord {
         config: connection::from_stored(&row.config)?,
         directory_id: DirectoryId(row.directory_id),
@@ -64,6 +129,7 @@ fn record(conn: &mut DbConn, row: ConnectionRow) -> Result<ConnectionRecord> {
         last_full_at: row.last_full_at,
         delta_state: row.delta_state,
         secrets,
+        consents,
         id: row.id,
     })
 }
@@ -221,6 +287,13 @@ pub fn update(
         )));
     }
     let taken = config.take_secrets()?;
+    // A consent stays with its app in its tenant; any other change needs a new one.
+    let kept = config.refresh_tokens_kept(&current.config);
+    for (place, _) in current.config.delegated() {
+        if !kept.contains(&connection::refresh_token_name(place)) {
+            consents::forget(conn, id, place)?;
+        }
+    }
     diesel::update(connections::table.find(id))
         .set((
             connections::name.eq(&config.name),
@@ -236,7 +309,7 @@ pub fn update(
     for status in secrets::statuses(conn, id)? {
         if needed.contains(&status.name.as_str()) {
             have.push(status.name);
-        } else {
+        } else if !kept.contains(&status.name.as_str()) {
             secrets::delete(conn, id, &status.name)?;
         }
     }

@@ -8,6 +8,7 @@ pub mod admin_tokens;
 pub mod audit;
 pub mod conn;
 pub mod connections;
+pub mod consents;
 pub mod directories;
 pub mod filter_sql;
 pub mod groups;

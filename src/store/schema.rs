@@ -127,6 +127,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    consent_requests (id) {
+        id -> Text,
+        state_hash -> Text,
+        connection_id -> Text,
+        place -> Text,
+        client_id -> Text,
+        redirect_uri -> Text,
+        verifier_nonce -> Text,
+        verifier_ciphertext -> Text,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    connection_consents (connection_id, place) {
+        connection_id -> Text,
+        place -> Text,
+        state -> Text,
+        reason -> Nullable<Text>,
+        consented_at -> Nullable<BigInt>,
+        changed_at -> BigInt,
+    }
+}
+
+diesel::table! {
     sync_runs (id) {
         id -> Text,
         connection_id -> Text,
@@ -193,6 +221,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    sync_source_subgroups (connection_id, group_source_id, subgroup_source_id) {
+        connection_id -> Text,
+        group_source_id -> Text,
+        subgroup_source_id -> Text,
+    }
+}
+
+diesel::table! {
+    sync_stage_subgroups (run_id, group_source_id, subgroup_source_id) {
+        run_id -> Text,
+        group_source_id -> Text,
+        subgroup_source_id -> Text,
+    }
+}
+
+diesel::table! {
     sync_stage_members (run_id, group_source_id, user_source_id) {
         run_id -> Text,
         group_source_id -> Text,
@@ -213,6 +257,8 @@ diesel::joinable!(secrets -> directories (directory_id));
 diesel::joinable!(connections -> directories (directory_id));
 diesel::joinable!(sync_runs -> connections (connection_id));
 diesel::joinable!(sync_leases -> connections (connection_id));
+diesel::joinable!(consent_requests -> connections (connection_id));
+diesel::joinable!(connection_consents -> connections (connection_id));
 diesel::joinable!(users -> directories (directory_id));
 diesel::joinable!(groups -> directories (directory_id));
 diesel::joinable!(group_members -> groups (group_id));
@@ -224,6 +270,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     secrets,
     connections,
+    consent_requests,
+    connection_consents,
     sync_runs,
     sync_leases,
     sync_stage_users,
@@ -231,6 +279,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_stage_members,
     sync_source_groups,
     sync_source_members,
+    sync_stage_subgroups,
+    sync_source_subgroups,
     users,
     user_values,
     groups,

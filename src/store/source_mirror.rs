@@ -1,5 +1,5 @@
 //! What a connection last read of its source's groups and memberships (`sync_source_groups`,
-//! `sync_source_members`), and where its next delta run starts (`connections.delta_state`).
+//! `sync_source_members`; for Entra also the groups nested in each, `sync_source_subgroups`), and where its next delta run starts (`connections.delta_state`).
 //!
 //! A delta run re-reads only the groups that changed. To judge the allow/deny rules for the
 //! users it stages, and to set the members of groups it did not re-read, it takes the rest from
@@ -12,9 +12,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use super::schema::{
-    connections, sync_source_groups, sync_source_members, sync_stage_groups, sync_stage_members,
-    sync_stage_users,
+    connections, sync_source_groups, sync_source_members, sync_source_subgroups, sync_stage_groups,
+    sync_stage_members, sync_stage_subgroups, sync_stage_users,
 };
+use super::sync_runs::StagedGroup;
 use super::DbConn;
 use crate::error::Result;
 
@@ -36,6 +37,40 @@ pub fn members(conn: &mut DbConn, connection_id: &str, group_source_id: &str) ->
         .load::<String>(conn)?
         .into_iter()
         .collect())
+}
+
+/// The groups, as the last successful run saw them, in which any of `source_ids` is nested (at
+/// any depth): their members change when a nested group's do, though the source reports the
+/// change on the nested group alone. Marked `changed`, as the run is to read them again.
+pub fn groups_nesting(
+    conn: &mut DbConn,
+    connection_id: &str,
+    source_ids: &[&str],
+) -> Result<Vec<StagedGroup>> {
+    let mut found = Vec::new();
+    for chunk in source_ids.chunks(500) {
+        let nesting = sync_source_subgroups::table
+            .filter(sync_source_subgroups::connection_id.eq(connection_id))
+            .filter(sync_source_subgroups::subgroup_source_id.eq_any(chunk))
+            .select(sync_source_subgroups::group_source_id);
+        let rows: Vec<(String, String, String, bool, bool)> = sync_source_groups::table
+            .filter(sync_source_groups::connection_id.eq(connection_id))
+            .filter(sync_source_groups::source_id.eq_any(nesting))
+            .select((
+                sync_source_groups::source_id,
+                sync_source_groups::name,
+                sync_source_groups::group_type,
+                sync_source_groups::members_read,
+                sync_source_groups::imported,
+            ))
+            .load(conn)?;
+        found.extend(rows.into_iter().map(|(source_id, name, group_type, members_read, imported)| {
+            StagedGroup { source_id, name, group_type, changed: true, members_read, imported }
+        }));
+    }
+    found.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+    found.dedup_by(|a, b| a.source_id == b.source_id);
+    Ok(found)
 }
 
 /// Completes a delta run's stage from the mirror: every group it did not read from the source
@@ -142,11 +177,16 @@ pub fn advance(
     let mirror_members =
         sync_source_members::table.filter(sync_source_members::connection_id.eq(connection_id));
     let mirror_groups = sync_source_groups::table.filter(sync_source_groups::connection_id.eq(connection_id));
+    let mirror_subgroups =
+        sync_source_subgroups::table.filter(sync_source_subgroups::connection_id.eq(connection_id));
     if full {
         diesel::delete(mirror_members).execute(conn)?;
+        diesel::delete(mirror_subgroups).execute(conn)?;
         diesel::delete(mirror_groups).execute(conn)?;
     } else {
         diesel::delete(mirror_members.filter(sync_source_members::group_source_id.eq_any(read_groups())))
+            .execute(conn)?;
+        diesel::delete(mirror_subgroups.filter(sync_source_subgroups::group_source_id.eq_any(read_groups())))
             .execute(conn)?;
         diesel::delete(mirror_groups.filter(sync_source_groups::source_id.eq_any(read_groups())))
             .execute(conn)?;
@@ -194,6 +234,28 @@ pub fn advance(
             sync_source_members::connection_id,
             sync_source_members::group_source_id,
             sync_source_members::user_source_id,
+        ))
+        .execute(conn)?;
+    let reread_groups = sync_stage_groups::table
+        .filter(sync_stage_groups::run_id.eq(run_id))
+        .filter(sync_stage_groups::changed.eq(true))
+        .filter(sync_stage_groups::members_read.eq(true))
+        .select(sync_stage_groups::source_id);
+    diesel::insert_into(sync_source_subgroups::table)
+        .values(
+            sync_stage_subgroups::table
+                .filter(sync_stage_subgroups::run_id.eq(run_id))
+                .filter(sync_stage_subgroups::group_source_id.eq_any(reread_groups))
+                .select((
+                    connection_id.into_sql::<Text>(),
+                    sync_stage_subgroups::group_source_id,
+                    sync_stage_subgroups::subgroup_source_id,
+                )),
+        )
+        .into_columns((
+            sync_source_subgroups::connection_id,
+            sync_source_subgroups::group_source_id,
+            sync_source_subgroups::subgroup_source_id,
         ))
         .execute(conn)?;
     if let Some(watermark) = watermark {

@@ -7,7 +7,10 @@ use std::collections::{BTreeSet, HashMap};
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::schema::{connections, sync_runs, sync_stage_groups, sync_stage_members, sync_stage_users, users};
+use super::schema::{
+    connections, sync_runs, sync_stage_groups, sync_stage_members, sync_stage_subgroups, sync_stage_users,
+    users,
+};
 use super::{now_millis, DbConn};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
@@ -56,6 +59,7 @@ pub fn finish(
     conn: &mut DbConn,
     run_id: &str,
     status: &str,
+    mode: &str,
     report: &Value,
     full_succeeded: bool,
 ) -> Result<()> {
@@ -63,6 +67,7 @@ pub fn finish(
     diesel::update(sync_runs::table.find(run_id))
         .set((
             sync_runs::status.eq(status),
+            sync_runs::mode.eq(mode),
             sync_runs::finished_at.eq(now),
             sync_runs::report.eq(report.to_string()),
         ))
@@ -78,6 +83,8 @@ pub fn finish(
 }
 
 pub fn clear_stage(conn: &mut DbConn, run_id: &str) -> Result<()> {
+    diesel::delete(sync_stage_subgroups::table.filter(sync_stage_subgroups::run_id.eq(run_id)))
+        .execute(conn)?;
     diesel::delete(sync_stage_members::table.filter(sync_stage_members::run_id.eq(run_id))).execute(conn)?;
     diesel::delete(sync_stage_groups::table.filter(sync_stage_groups::run_id.eq(run_id))).execute(conn)?;
     diesel::delete(sync_stage_users::table.filter(sync_stage_users::run_id.eq(run_id))).execute(conn)?;
@@ -120,6 +127,45 @@ pub fn owned_ids(
         owned.extend(rows.into_iter().filter_map(|(source, id)| Some((source?, id))));
     }
     Ok(owned)
+}
+
+/// The displayName of each user among `source_ids` that the connection owns, by source id.
+pub fn owned_display_names(
+    conn: &mut DbConn,
+    connection_id: &str,
+    source_ids: &[&str],
+) -> Result<HashMap<String, String>> {
+    let mut names = HashMap::new();
+    for chunk in source_ids.chunks(500) {
+        let rows: Vec<(Option<String>, String)> = users::table
+            .filter(users::source_connection.eq(connection_id))
+            .filter(users::source_id.eq_any(chunk))
+            .select((users::source_id, users::data))
+            .load(conn)?;
+        for (source, data) in rows {
+            let resource: Value =
+                serde_json::from_str(&data).map_err(|e| Error::internal("reading a stored user", e))?;
+            if let (Some(source), Some(name)) = (source, resource.get("displayName").and_then(Value::as_str))
+            {
+                names.insert(source, name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Takes users out of the stage: a delta round may report a user again, or report it removed
+/// after a change (the last report wins).
+pub fn unstage_users(conn: &mut DbConn, run_id: &str, source_ids: &[&str]) -> Result<()> {
+    for chunk in source_ids.chunks(500) {
+        diesel::delete(
+            sync_stage_users::table
+                .filter(sync_stage_users::run_id.eq(run_id))
+                .filter(sync_stage_users::source_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Stages a page of users, each with the scimd id it has or will get.
@@ -201,6 +247,33 @@ pub fn stage_members(
         .collect();
     for chunk in rows.chunks(300) {
         let statement = diesel::insert_into(sync_stage_members::table).values(chunk);
+        match conn {
+            DbConn::Sqlite(c) => statement.execute(c)?,
+            DbConn::Postgres(c) => statement.execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// Stages the groups nested, at any depth, in a group whose members the run read.
+pub fn stage_subgroups(
+    conn: &mut DbConn,
+    run_id: &str,
+    group_source_id: &str,
+    subgroup_source_ids: &[String],
+) -> Result<()> {
+    let rows: Vec<_> = subgroup_source_ids
+        .iter()
+        .map(|subgroup| {
+            (
+                sync_stage_subgroups::run_id.eq(run_id),
+                sync_stage_subgroups::group_source_id.eq(group_source_id),
+                sync_stage_subgroups::subgroup_source_id.eq(subgroup.as_str()),
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(300) {
+        let statement = diesel::insert_into(sync_stage_subgroups::table).values(chunk);
         match conn {
             DbConn::Sqlite(c) => statement.execute(c)?,
             DbConn::Postgres(c) => statement.execute(c)?,

@@ -119,6 +119,26 @@ pub enum EntraAuth {
     },
 }
 
+impl EntraAuth {
+    pub fn client_id(&self) -> &str {
+        match self {
+            EntraAuth::ClientSecret { client_id, .. }
+            | EntraAuth::Certificate { client_id, .. }
+            | EntraAuth::Delegated { client_id, .. } => client_id.trim(),
+        }
+    }
+}
+
+/// Where a delegated credential's refresh token is kept: a sealed secret like the others, but
+/// one scimd gets from the admin's consent (`/admin/v1/connections/{id}/authorize`), never from
+/// the connection JSON. `place` is `auth` or `backup_auth`.
+pub fn refresh_token_name(place: &str) -> SecretName {
+    match place {
+        "auth" => "entra.auth.refresh_token",
+        _ => "entra.backup_auth.refresh_token",
+    }
+}
+
 /// The rules of `sync-rules.md` §4. Okta-only and Entra-only keys are refused on the other kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -368,10 +388,48 @@ impl Connection {
         names
     }
 
-    /// The connection as shown: its JSON with each secret replaced by `{"set", "rotated_at"}`.
+    /// The delegated credentials of an Entra connection, by place (`auth`, `backup_auth`).
+    pub fn delegated(&self) -> Vec<(&'static str, &EntraAuth)> {
+        let Some(entra) = &self.entra else { return Vec::new() };
+        [("auth", Some(&entra.auth)), ("backup_auth", entra.backup_auth.as_ref())]
+            .into_iter()
+            .filter_map(|(place, auth)| match auth {
+                Some(auth @ EntraAuth::Delegated { .. }) => Some((place, auth)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The refresh tokens a consent left that still belong to this configuration, when it
+    /// replaces `before`: those of delegated credentials that stay the same app in the same
+    /// tenant and cloud. Any other change needs a new consent.
+    pub fn refresh_tokens_kept(&self, before: &Connection) -> Vec<SecretName> {
+        let same_tenant = match (&self.entra, &before.entra) {
+            (Some(now), Some(then)) => {
+                now.tenant.trim().eq_ignore_ascii_case(then.tenant.trim())
+                    && now.login_url.trim_end_matches('/') == then.login_url.trim_end_matches('/')
+            }
+            _ => false,
+        };
+        if !same_tenant {
+            return Vec::new();
+        }
+        let earlier = before.delegated();
+        self.delegated()
+            .into_iter()
+            .filter(|(place, auth)| {
+                earlier.iter().any(|(was, old)| was == place && old.client_id() == auth.client_id())
+            })
+            .map(|(place, _)| refresh_token_name(place))
+            .collect()
+    }
+
+    /// The connection as shown: its JSON with each secret replaced by `{"set", "rotated_at"}`
+    /// (a delegated credential's refresh token included).
     pub fn shown(&self, secret_status: &dyn Fn(SecretName) -> Option<String>) -> Value {
         let mut shown = serde_json::to_value(self).unwrap_or(Value::Null);
-        for name in self.secret_names() {
+        let refresh_tokens = self.delegated().into_iter().map(|(place, _)| refresh_token_name(place));
+        for name in self.secret_names().into_iter().chain(refresh_tokens) {
             let status = match secret_status(name) {
                 Some(rotated_at) => serde_json::json!({ "set": true, "rotated_at": rotated_at }),
                 None => serde_json::json!({ "set": false, "rotated_at": null }),
@@ -663,6 +721,53 @@ mod tests {
             json!({"set": false, "rotated_at": null})
         );
         assert_eq!(shown["entra"]["backup_auth"]["certificate_pem"], "CERT", "a certificate is public");
+    }
+
+    #[test]
+    fn a_consent_stays_with_its_app_in_its_tenant() {
+        let entra = |tenant: &str, auth: Value, backup: Value| {
+            parse(json!({"name": "e", "kind": "entra", "entra": {"tenant": tenant, "auth": auth, "backup_auth": backup}}))
+                .unwrap()
+        };
+        let delegated = |id: &str| json!({"method": "delegated", "client_id": id, "client_secret": "s"});
+        let secret = json!({"method": "client_secret", "client_id": "c", "client_secret": "s"});
+        let before = entra("contoso", delegated("app-1"), secret.clone());
+        assert_eq!(
+            before.delegated().iter().map(|(p, a)| (*p, a.client_id())).collect::<Vec<_>>(),
+            [("auth", "app-1")]
+        );
+        assert_eq!(
+            entra("contoso", delegated("app-1"), Value::Null).refresh_tokens_kept(&before),
+            ["entra.auth.refresh_token"]
+        );
+        assert_eq!(
+            entra("CONTOSO", delegated("app-1"), secret.clone()).refresh_tokens_kept(&before).len(),
+            1
+        );
+        assert!(entra("fabrikam", delegated("app-1"), secret.clone())
+            .refresh_tokens_kept(&before)
+            .is_empty());
+        assert!(entra("contoso", delegated("app-2"), secret.clone()).refresh_tokens_kept(&before).is_empty());
+        assert!(
+            entra("contoso", secret.clone(), delegated("app-1")).refresh_tokens_kept(&before).is_empty(),
+            "moved to the backup"
+        );
+        let both = entra("contoso", delegated("app-1"), delegated("app-3"));
+        assert_eq!(
+            both.refresh_tokens_kept(&both),
+            ["entra.auth.refresh_token", "entra.backup_auth.refresh_token"]
+        );
+
+        let mut shown_one = both.clone();
+        shown_one.take_secrets().unwrap();
+        let shown = shown_one
+            .shown(&|name| (name == "entra.auth.refresh_token").then(|| "2026-12-01T00:00:00.000Z".into()));
+        assert_eq!(
+            shown["entra"]["auth"]["refresh_token"],
+            json!({"set": true, "rotated_at": "2026-12-01T00:00:00.000Z"})
+        );
+        assert_eq!(shown["entra"]["backup_auth"]["refresh_token"], json!({"set": false, "rotated_at": null}));
+        assert_eq!(shown["entra"]["auth"]["client_secret"]["set"], false);
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! transaction: a run cut short (even by `kill -9`) leaves every batch whole, and the next run
 //! converges, since each decision compares the source with what is stored.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::connection::{Connection, EntraAuth, Kind, OktaAuth};
+use super::connection::{refresh_token_name, Connection, EntraAuth, Kind, OktaAuth};
 use super::graph::{self, GraphClient};
 use super::okta::{self, Caps, OktaClient};
 use super::plan::{self, Current, Decision, Facts, UserRules};
@@ -27,7 +29,7 @@ use crate::scim::schema::{Registry, GROUP_SCHEMA};
 use crate::store::audit::Actor;
 use crate::store::connections::ConnectionRecord;
 use crate::store::sync_runs::{self, StagedGroup, StagedUser};
-use crate::store::{groups, secrets, source_mirror, users, Store};
+use crate::store::{consents, groups, secrets, source_mirror, users, Store};
 
 /// Users planned or applied per transaction.
 const BATCH: i64 = 500;
@@ -112,13 +114,15 @@ enum Mode {
     Full,
     /// What changed since `since` (Okta's clock, `lastUpdated` format, overlap already applied).
     Delta { since: String },
+    /// What changed since the last successful run, by the deltaLinks Graph gave it.
+    EntraDelta(graph::DeltaLinks),
 }
 
 impl Mode {
     fn name(&self) -> &'static str {
         match self {
             Mode::Full => "full",
-            Mode::Delta { .. } => "delta",
+            Mode::Delta { .. } | Mode::EntraDelta(_) => "delta",
         }
     }
 }
@@ -184,6 +188,7 @@ impl Started {
             mode: self.mode.clone(),
             watermark: None,
             groups_of_new_users: HashSet::new(),
+            removed_users: BTreeSet::new(),
         };
         // The lease is renewed while the run works; a run that lost it stops (between two
         // transactions: whatever it applied is whole).
@@ -195,7 +200,8 @@ impl Started {
             Ok(status) => (*status, None),
             Err(error) => ("failed", Some(error.to_string())),
         };
-        let mode = self.mode.name();
+        // An Entra delta run whose links expired read the whole tenant instead.
+        let mode = run.mode.name();
         let report = Report {
             run_id: run_id.clone(),
             status,
@@ -208,7 +214,7 @@ impl Started {
         let body = report.to_json();
         let lost_body = report.clone().lost_lease().to_json();
         let succeeded = status == "succeeded";
-        let full = self.mode == Mode::Full;
+        let full = run.mode == Mode::Full;
         let watermark = run.watermark.clone();
         let id = connection_id.clone();
         let held = store
@@ -223,7 +229,7 @@ impl Started {
                     source_mirror::advance(conn, &id, &run_id, full, watermark.as_deref())?;
                 }
                 let (status, body) = if held { (status, body) } else { ("failed", lost_body) };
-                sync_runs::finish(conn, &run_id, status, &body, full && succeeded)?;
+                sync_runs::finish(conn, &run_id, status, mode, &body, full && succeeded)?;
                 crate::store::sync_leases::release(conn, &id, &run_id)?;
                 Ok(held)
             })
@@ -285,6 +291,8 @@ struct Run<'a> {
     /// Delta runs: groups it did not re-read that hold users it will create (see
     /// `source_mirror::groups_of_new_users`).
     groups_of_new_users: HashSet<String>,
+    /// Entra delta runs: users the source reports removed (`@removed`), by source id.
+    removed_users: BTreeSet<String>,
 }
 
 /// The Okta client of a connection, with its API token or service-app key opened by the server
@@ -320,24 +328,72 @@ async fn okta_client(
 }
 
 /// A connection's secret, opened with the server's key.
-async fn reveal(
+pub(super) async fn reveal(
     store: &Store,
     key: Option<&SecretKey>,
     connection: &ConnectionRecord,
     secret_name: String,
     what: &str,
 ) -> Result<String> {
+    find_secret(store, key, connection, secret_name, what)
+        .await?
+        .ok_or_else(|| Error::Upstream(format!("the connection's {what} is not set")))
+}
+
+/// A connection's secret, opened with the server's key, if it is set.
+async fn find_secret(
+    store: &Store,
+    key: Option<&SecretKey>,
+    connection: &ConnectionRecord,
+    secret_name: String,
+    what: &str,
+) -> Result<Option<String>> {
     let key = key.cloned().ok_or_else(|| {
         Error::Upstream(format!(
             "this server has no secret key (SCIMD_SECRET_KEY), so it cannot open the connection's {what}"
         ))
     })?;
     let owner = connection.id.clone();
-    let secret = store
-        .read(move |conn, _| secrets::reveal(conn, &key, &owner, &secret_name))
-        .await?
-        .ok_or_else(|| Error::Upstream(format!("the connection's {what} is not set")))?;
-    String::from_utf8(secret).map_err(|_| Error::Upstream(format!("the stored {what} is not text")))
+    let secret = store.read(move |conn, _| secrets::reveal(conn, &key, &owner, &secret_name)).await?;
+    secret
+        .map(|s| String::from_utf8(s).map_err(|_| Error::Upstream(format!("the stored {what} is not text"))))
+        .transpose()
+}
+
+/// Where a delegated credential's new refresh tokens go, and word that one stopped working:
+/// the connection's sealed secret and its consent standing (see `store::consents`).
+struct ConsentKeeper {
+    store: Store,
+    key: SecretKey,
+    connection: String,
+}
+
+impl graph::TokenKeeper for ConsentKeeper {
+    fn keep(&self, place: &'static str, refresh_token: String) -> BoxFuture<'static, Result<()>> {
+        let (store, key, id) = (self.store.clone(), self.key.clone(), self.connection.clone());
+        Box::pin(async move {
+            store
+                .write(move |conn, _| consents::keep_refresh_token(conn, &key, &id, place, &refresh_token))
+                .await
+        })
+    }
+
+    fn lost(&self, place: &'static str, remedy: String) -> BoxFuture<'static, Result<()>> {
+        let (store, id) = (self.store.clone(), self.connection.clone());
+        Box::pin(async move {
+            store.write(move |conn, _| consents::mark_needs_consent(conn, &id, place, &remedy)).await
+        })
+    }
+}
+
+/// How an admin connects a connection's delegated credential again, for remedies.
+pub fn reconnect_hint(connection: &ConnectionRecord) -> String {
+    format!(
+        ": open {} with an admin token (or run 'scimd connection authorize <directory>/{}') and sign in \
+         to Microsoft",
+        connection.authorize_path(),
+        connection.config.name
+    )
 }
 
 /// The Graph client of an Entra connection, with its primary and backup credentials opened.
@@ -366,7 +422,26 @@ async fn graph_client(
         }
         None => None,
     };
-    GraphClient::new(entra, graph::GraphCredentials { primary, backup }, graph::Limits::default())
+    let client =
+        GraphClient::new(entra, graph::GraphCredentials { primary, backup }, graph::Limits::default())?;
+    let delegated = connection.config.delegated();
+    if delegated.is_empty() {
+        return Ok(client);
+    }
+    let mut delegation = graph::Delegation { reconnect: reconnect_hint(connection), ..Default::default() };
+    for (place, _) in delegated {
+        let name = refresh_token_name(place).to_string();
+        let token = find_secret(store, key, connection, name, "refresh token").await?;
+        match place {
+            "auth" => delegation.primary = token,
+            _ => delegation.backup = token,
+        }
+    }
+    delegation.keeper = key.map(|key| {
+        Arc::new(ConsentKeeper { store: store.clone(), key: key.clone(), connection: connection.id.clone() })
+            as Arc<dyn graph::TokenKeeper>
+    });
+    Ok(client.with_delegation(delegation))
 }
 
 fn config(connection: &ConnectionRecord) -> &Connection {
@@ -388,7 +463,23 @@ impl Run<'_> {
             }
             Kind::Entra => {
                 let client = graph_client(self.store, key, self.connection).await?;
-                let read = self.read_entra(&client, progress).await;
+                let mut read = match self.mode.clone() {
+                    Mode::EntraDelta(links) => self.read_entra_delta(&client, links, progress).await,
+                    _ => self.read_entra(&client, progress).await,
+                };
+                if matches!(&read, Err(error) if graph::is_delta_expired(error)) {
+                    // Graph keeps delta state for 7 days, and may reset it: start over with a
+                    // full read, which also gives the next delta run fresh links.
+                    if let Err(error) = &read {
+                        self.warnings.push(format!("{error}; this run read the whole tenant instead"));
+                    }
+                    let run = self.run_id.clone();
+                    self.store.write_bulk(move |conn, _| sync_runs::clear_stage(conn, &run)).await?;
+                    self.mode = Mode::Full;
+                    self.removed_users.clear();
+                    self.groups_of_new_users.clear();
+                    read = self.read_entra(&client, progress).await;
+                }
                 // Said even when the run fails: the admin must mend the primary credential.
                 self.warnings.extend(client.fallback_used());
                 read?;
@@ -438,8 +529,9 @@ impl Run<'_> {
             None => None,
         };
         let (user_listings, group_listing) = match &self.mode {
-            // The bare list leaves DEPROVISIONED users out; the filter brings them.
-            Mode::Full => (
+            // The bare list leaves DEPROVISIONED users out; the filter brings them. (Entra's
+            // delta mode is never chosen for an Okta connection.)
+            Mode::Full | Mode::EntraDelta(_) => (
                 vec![
                     format!("/api/v1/users?limit={PAGE}"),
                     format!("/api/v1/users?limit={PAGE}&filter={}", urlencode("status eq \"DEPROVISIONED\"")),
@@ -510,37 +602,8 @@ impl Run<'_> {
             } else {
                 BTreeSet::new()
             };
-            let judged_now = judged(&group.source_id, &group.name);
             if let Mode::Delta { .. } = self.mode {
-                // Users whose standing under the allow/deny rules may have changed without their
-                // own record changing (so without a new lastUpdated): joiners and leavers of a
-                // group the rules name, and every member of one renamed into or out of the rules.
-                let (connection, source) = (self.connection.id.clone(), group.source_id.clone());
-                let before = self
-                    .store
-                    .read(move |conn, _| {
-                        let Some((name, members_read)) =
-                            source_mirror::find_group(conn, &connection, &source)?
-                        else {
-                            return Ok(None);
-                        };
-                        let members = if members_read {
-                            source_mirror::members(conn, &connection, &source)?
-                        } else {
-                            BTreeSet::new()
-                        };
-                        Ok(Some((name, members)))
-                    })
-                    .await?;
-                let (old_name, old_members) = before.unwrap_or_default();
-                let judged_before = !old_name.is_empty() && judged(&group.source_id, &old_name);
-                if judged_now || judged_before {
-                    if old_name != group.name || judged_now != judged_before {
-                        affected.extend(old_members.union(&members).cloned());
-                    } else {
-                        affected.extend(old_members.symmetric_difference(&members).cloned());
-                    }
-                }
+                self.note_affected(group, &members, &mut affected).await?;
             }
             if group.members_read {
                 let members: Vec<String> = members.into_iter().collect();
@@ -564,6 +627,47 @@ impl Run<'_> {
                 .await?;
         }
         self.watermark = client.first_answer_at().and_then(okta_timestamp);
+        Ok(())
+    }
+
+    /// Adds to `affected` the users whose standing under the allow/deny rules may have changed
+    /// without their own record changing (so without the source reporting them): joiners and
+    /// leavers of a group the rules name, and every member of one renamed into or out of the
+    /// rules. `members` is what the group holds now (none for a group gone from the source).
+    async fn note_affected(
+        &self,
+        group: &StagedGroup,
+        members: &BTreeSet<String>,
+        affected: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let settings = config(self.connection);
+        let judged = |id: &str, name: &str| named_by_rules(settings, id, name);
+        let (connection, source) = (self.connection.id.clone(), group.source_id.clone());
+        let before = self
+            .store
+            .read(move |conn, _| {
+                let Some((name, members_read)) = source_mirror::find_group(conn, &connection, &source)?
+                else {
+                    return Ok(None);
+                };
+                let members = if members_read {
+                    source_mirror::members(conn, &connection, &source)?
+                } else {
+                    BTreeSet::new()
+                };
+                Ok(Some((name, members)))
+            })
+            .await?;
+        let (old_name, old_members) = before.unwrap_or_default();
+        let judged_now = judged(&group.source_id, &group.name);
+        let judged_before = !old_name.is_empty() && judged(&group.source_id, &old_name);
+        if judged_now || judged_before {
+            if old_name != group.name || judged_now != judged_before {
+                affected.extend(old_members.union(members).cloned());
+            } else {
+                affected.extend(old_members.symmetric_difference(members).cloned());
+            }
+        }
         Ok(())
     }
 
@@ -599,12 +703,16 @@ impl Run<'_> {
         }
     }
 
-    /// Reads and stages an Entra tenant: users, groups, and the members (through nested
-    /// groups) of the groups the rules import or name. Every run reads the whole tenant: delta
-    /// queries are not built yet (see `start`).
+    /// Reads and stages an Entra tenant in full: users, groups, and the members (through nested
+    /// groups) of the groups the rules import or name. It first asks Graph for delta links
+    /// "from now", so the next delta run sees every change made from the start of this read.
     async fn read_entra(&mut self, client: &GraphClient, progress: &Progress) -> Result<()> {
         let settings = config(self.connection).clone();
         let username_source = settings.username_source().to_string();
+        let links = graph::DeltaLinks {
+            users: client.latest_delta_link(&graph::users_delta_path(&username_source)).await?,
+            groups: client.latest_delta_link(&graph::groups_delta_path()).await?,
+        };
         let mut pager = client.pager(&graph::users_path(&username_source));
         let mut read = 0usize;
         while let Some(items) = pager.next_page().await? {
@@ -613,54 +721,256 @@ impl Run<'_> {
                 .await?;
             progress(&format!("users read: {read}"));
         }
-        let rules = &settings.rules;
-        let (security, without_email) = (
-            rules.import_security_groups.unwrap_or(false),
-            rules.import_groups_without_email.unwrap_or(false),
-        );
         let mut groups = Vec::new();
         client
             .for_each_page(&graph::groups_path(), |items| {
-                for group in items {
-                    let (Some(id), Some(name)) = (
-                        group.get("id").and_then(Value::as_str),
-                        group.get("displayName").and_then(Value::as_str),
-                    ) else {
-                        continue;
-                    };
-                    let imported =
-                        graph::group_selected(group, &rules.group_prefixes, security, without_email);
-                    groups.push(StagedGroup {
-                        source_id: id.to_string(),
-                        name: name.to_string(),
-                        group_type: entra_group_type(group).to_string(),
-                        changed: true,
-                        members_read: imported || named_by_rules(&settings, id, name),
-                        imported,
-                    });
-                }
+                groups.extend(items.iter().filter_map(|group| entra_staged_group(&settings, group)));
                 Ok(())
             })
             .await?;
         progress(&format!("groups read: {}", groups.len()));
         self.warn_unknown_groups(&settings, &groups);
+        self.stage_entra_groups(client, groups, None).await?;
+        self.watermark = Some(delta_state(&links)?);
+        Ok(())
+    }
+
+    /// Reads what changed in an Entra tenant since the last successful run, by its deltaLinks:
+    /// changed and removed users, changed and removed groups. Groups are read again in full (their
+    /// members through nested groups) when they changed or a group nested in them did; users a
+    /// membership change alone affects are read by id; the rest comes from the mirror.
+    async fn read_entra_delta(
+        &mut self,
+        client: &GraphClient,
+        links: graph::DeltaLinks,
+        progress: &Progress,
+    ) -> Result<()> {
+        let settings = config(self.connection).clone();
+        let username_source = settings.username_source().to_string();
+        let mut pager = client.pager(&links.users);
+        let mut read = 0usize;
+        while let Some(items) = pager.next_page().await? {
+            read += items.len();
+            // A round may report a user twice (Graph replays); the last report wins.
+            let mut mapped = Vec::new();
+            let mut reported = Vec::new();
+            for item in &items {
+                let Some(id) = item.get("id").and_then(Value::as_str) else { continue };
+                reported.push(id.to_string());
+                if item.get("@removed").is_some() {
+                    self.removed_users.insert(id.to_string());
+                    mapped.retain(|u: &MappedUser| u.source_id != id);
+                } else if let Some(user) = graph::map_user(item, &username_source) {
+                    self.removed_users.remove(id);
+                    mapped.retain(|u: &MappedUser| u.source_id != id);
+                    mapped.push(user);
+                }
+            }
+            self.name_managers(client, &mut mapped).await?;
+            let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
+            self.store
+                .write_bulk(move |conn, _| {
+                    let refs: Vec<&str> = reported.iter().map(String::as_str).collect();
+                    sync_runs::unstage_users(conn, &run, &refs)?;
+                    sync_runs::stage_users(conn, &run, &connection, &mapped)
+                })
+                .await?;
+            progress(&format!("changed users read: {read}"));
+        }
+        let users_link = pager.delta_link().map(str::to_string).ok_or_else(|| {
+            Error::Upstream("Microsoft Graph ended a users delta round without a deltaLink".into())
+        })?;
+        // Changed groups, by id: a big group's members@delta spans pages, each repeating it.
+        let mut changed: HashMap<String, Option<StagedGroup>> = HashMap::new();
+        let groups_link = client
+            .read_delta(&links.groups, |items| {
+                for group in items {
+                    let Some(id) = group.get("id").and_then(Value::as_str) else { continue };
+                    let staged = if group.get("@removed").is_some() {
+                        None
+                    } else {
+                        entra_staged_group(&settings, group)
+                    };
+                    changed.insert(id.to_string(), staged);
+                }
+                Ok(())
+            })
+            .await?;
+        progress(&format!("changed groups read: {}", changed.len()));
+        // A group gone from the tenant is staged as read, with nothing selected: its imported
+        // group turns stale and the mirror forgets its members.
+        let ids: Vec<String> = changed.keys().cloned().collect();
+        let connection = self.connection.id.clone();
+        let (nesting, gone) = self
+            .store
+            .read(move |conn, _| {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let nesting = source_mirror::groups_nesting(conn, &connection, &refs)?;
+                let mut gone = Vec::new();
+                for id in &ids {
+                    if let Some((name, _)) = source_mirror::find_group(conn, &connection, id)? {
+                        gone.push((id.clone(), name));
+                    }
+                }
+                Ok((nesting, gone))
+            })
+            .await?;
+        // Groups a changed group is nested in: their members changed too, unreported.
+        let mut groups: BTreeMap<String, StagedGroup> =
+            nesting.into_iter().map(|group| (group.source_id.clone(), group)).collect();
+        for (id, name) in gone {
+            if let Some(None) = changed.get(&id) {
+                let group = StagedGroup {
+                    source_id: id.clone(),
+                    name,
+                    group_type: String::new(),
+                    changed: true,
+                    members_read: false,
+                    imported: false,
+                };
+                groups.insert(id, group);
+            }
+        }
+        for (id, group) in changed {
+            if let Some(group) = group {
+                groups.insert(id, group);
+            }
+        }
+        let groups: Vec<StagedGroup> = groups.into_values().collect();
+        let mut affected = BTreeSet::new();
+        self.stage_entra_groups(client, groups, Some(&mut affected)).await?;
+        self.stage_affected_entra_users(client, affected, progress).await?;
+        let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
+        self.groups_of_new_users = self
+            .store
+            .write_bulk(move |conn, _| {
+                source_mirror::complete_stage(conn, &connection, &run)?;
+                source_mirror::groups_of_new_users(conn, &connection, &run)
+            })
+            .await?;
+        self.watermark = Some(delta_state(&graph::DeltaLinks { users: users_link, groups: groups_link })?);
+        Ok(())
+    }
+
+    /// Stages Entra groups, with the members (and nested groups) of those the rules import or
+    /// name, read a few groups at a time. With `affected` (delta runs), notes the users whose
+    /// standing under the rules a membership change alone may have changed.
+    async fn stage_entra_groups(
+        &mut self,
+        client: &GraphClient,
+        groups: Vec<StagedGroup>,
+        affected: Option<&mut BTreeSet<String>>,
+    ) -> Result<()> {
         let wanted: Vec<String> =
             groups.iter().filter(|g| g.members_read).map(|g| g.source_id.clone()).collect();
         let mut listings = futures_util::stream::iter(wanted)
             .map(|group| async move {
-                let members = read_entra_members(client, &group).await;
-                (group, members)
+                let nested = read_entra_nested(client, &group).await;
+                (group, nested)
             })
             .buffered(MEMBER_READS_IN_FLIGHT);
-        while let Some((group, members)) = listings.next().await {
-            let members: Vec<String> = members?.into_iter().collect();
+        let mut read = HashMap::new();
+        while let Some((group, nested)) = listings.next().await {
+            let (members, subgroups) = nested?;
             let run = self.run_id.clone();
+            let (id, staged_members) = (group.clone(), members.iter().cloned().collect::<Vec<_>>());
             self.store
-                .write_bulk(move |conn, _| sync_runs::stage_members(conn, &run, &group, &members))
+                .write_bulk(move |conn, _| {
+                    sync_runs::stage_members(conn, &run, &id, &staged_members)?;
+                    sync_runs::stage_subgroups(conn, &run, &id, &subgroups)
+                })
                 .await?;
+            if affected.is_some() {
+                read.insert(group, members);
+            }
+        }
+        if let Some(affected) = affected {
+            let none = BTreeSet::new();
+            for group in &groups {
+                self.note_affected(group, read.get(&group.source_id).unwrap_or(&none), affected).await?;
+            }
         }
         let run = self.run_id.clone();
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await
+    }
+
+    /// Gives the managers a delta round names by id alone their displayName: from the user the
+    /// connection owns, else from Graph (15 a request); as a listing's `$expand` would.
+    async fn name_managers(&self, client: &GraphClient, users: &mut [MappedUser]) -> Result<()> {
+        let unnamed: BTreeSet<String> =
+            users.iter().filter_map(|u| u.unnamed_manager().map(str::to_string)).collect();
+        if unnamed.is_empty() {
+            return Ok(());
+        }
+        let (connection, ids) = (self.connection.id.clone(), unnamed.iter().cloned().collect::<Vec<_>>());
+        let mut names = self
+            .store
+            .read(move |conn, _| {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                sync_runs::owned_display_names(conn, &connection, &refs)
+            })
+            .await?;
+        let missing: Vec<String> = unnamed.into_iter().filter(|id| !names.contains_key(id)).collect();
+        for chunk in missing.chunks(graph::IDS_PER_FILTER) {
+            client
+                .for_each_page(&graph::names_by_id_path(chunk), |items| {
+                    for user in items {
+                        if let (Some(id), Some(name)) = (
+                            user.get("id").and_then(Value::as_str),
+                            user.get("displayName").and_then(Value::as_str),
+                        ) {
+                            names.insert(id.to_string(), name.to_string());
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        for user in users.iter_mut() {
+            if let Some(name) = user.unnamed_manager().and_then(|id| names.get(id)).cloned() {
+                user.name_manager(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads by id (15 a request) and stages the users a delta run must decide again though
+    /// their records did not change; a user deleted since is not found and stays as it is.
+    async fn stage_affected_entra_users(
+        &mut self,
+        client: &GraphClient,
+        affected: BTreeSet<String>,
+        progress: &Progress,
+    ) -> Result<()> {
+        let wanted = self.not_staged(affected).await?;
+        let username_source = config(self.connection).username_source().to_string();
+        for chunk in wanted.chunks(graph::IDS_PER_FILTER) {
+            let mut pager = client.pager(&graph::users_by_id_path(&username_source, chunk));
+            while let Some(items) = pager.next_page().await? {
+                self.stage_mapped(
+                    items.iter().filter_map(|u| graph::map_user(u, &username_source)).collect(),
+                )
+                .await?;
+            }
+        }
+        if !wanted.is_empty() {
+            progress(&format!("users read again for a membership change: {}", wanted.len()));
+        }
+        Ok(())
+    }
+
+    /// The users among `ids` this run has not staged, nor reported removed.
+    async fn not_staged(&self, ids: BTreeSet<String>) -> Result<Vec<String>> {
+        let removed = self.removed_users.clone();
+        let (run, ids) =
+            (self.run_id.clone(), ids.into_iter().filter(|id| !removed.contains(id)).collect::<Vec<_>>());
+        self.store
+            .read(move |conn, _| {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let staged = sync_runs::staged_ids(conn, &run, &refs)?;
+                Ok(ids.iter().filter(|id| !staged.contains_key(*id)).cloned().collect())
+            })
+            .await
     }
 
     /// Reads and stages the users a delta run must decide again though their records did not
@@ -671,16 +981,7 @@ impl Run<'_> {
         affected: BTreeSet<String>,
         progress: &Progress,
     ) -> Result<()> {
-        let wanted: Vec<String> = {
-            let (run, ids) = (self.run_id.clone(), affected.into_iter().collect::<Vec<_>>());
-            self.store
-                .read(move |conn, _| {
-                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    let staged = sync_runs::staged_ids(conn, &run, &refs)?;
-                    Ok(ids.iter().filter(|id| !staged.contains_key(*id)).cloned().collect())
-                })
-                .await?
-        };
+        let wanted = self.not_staged(affected).await?;
         for chunk in wanted.chunks(AFFECTED_PER_REQUEST) {
             let filter = chunk.iter().map(|id| format!("id eq \"{id}\"")).collect::<Vec<_>>().join(" or ");
             let mut pager =
@@ -820,7 +1121,44 @@ impl Run<'_> {
         if self.mode == Mode::Full {
             counts.users_deactivated += self.vanished_pass(apply).await?;
         }
+        counts.users_deactivated += self.removed_pass(apply).await?;
         Ok(counts)
+    }
+
+    /// Owned users an Entra delta round reported removed (soft- or hard-deleted): inactive,
+    /// never deleted, their data kept (rule 1). Counts those still active, and with `apply`
+    /// deactivates them, a batch per transaction.
+    async fn removed_pass(&self, apply: bool) -> Result<u64> {
+        let removed: Vec<String> = self.removed_users.iter().cloned().collect();
+        let mut deactivated = 0;
+        for chunk in removed.chunks(BATCH as usize) {
+            let (connection, directory, actor, chunk) = (
+                self.connection.id.clone(),
+                self.connection.directory_id.clone(),
+                self.actor.clone(),
+                chunk.to_vec(),
+            );
+            let batch = move |conn: &mut crate::store::DbConn, registry: &Registry| {
+                let sources: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let owned: Vec<String> =
+                    sync_runs::owned_ids(conn, &connection, &sources)?.into_values().collect();
+                let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
+                let active: Vec<String> = users::stored_resources(conn, &directory, &ids)?
+                    .into_iter()
+                    .filter(|(_, stored)| stored.get("active").and_then(Value::as_bool).unwrap_or(true))
+                    .map(|(id, _)| id)
+                    .collect();
+                if apply {
+                    for id in &active {
+                        deactivate(conn, registry, &directory, &actor, id)?;
+                    }
+                }
+                Ok(active.len() as u64)
+            };
+            deactivated +=
+                if apply { self.store.write_bulk(batch).await? } else { self.store.read(batch).await? };
+        }
+        Ok(deactivated)
     }
 
     /// Owned users the source no longer lists: inactive, never deleted (rule 1). Counts them,
@@ -840,11 +1178,7 @@ impl Run<'_> {
                 let ids = sync_runs::vanished_active(conn, &connection, &run, cursor.as_deref(), BATCH)?;
                 if apply {
                     for id in &ids {
-                        users::modify(conn, registry, &directory, &actor, id, None, |current| {
-                            let mut next = current.clone();
-                            next.insert("active".into(), Value::Bool(false));
-                            Ok(next)
-                        })?;
+                        deactivate(conn, registry, &directory, &actor, id)?;
                     }
                 }
                 Ok(ids)
@@ -989,6 +1323,22 @@ impl Run<'_> {
     }
 }
 
+/// Sets an owned user inactive, keeping everything else it holds.
+fn deactivate(
+    conn: &mut crate::store::DbConn,
+    registry: &Registry,
+    directory: &DirectoryId,
+    actor: &Actor,
+    id: &str,
+) -> Result<()> {
+    users::modify(conn, registry, directory, actor, id, None, |current| {
+        let mut next = current.clone();
+        next.insert("active".into(), Value::Bool(false));
+        Ok(next)
+    })?;
+    Ok(())
+}
+
 /// The rules of a connection that decide about users.
 fn user_rules(settings: &Connection) -> UserRules {
     UserRules {
@@ -1017,22 +1367,61 @@ fn urlencode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// The users reachable from an Entra group through nested groups; none for a group deleted
-/// since it was listed.
-async fn read_entra_members(client: &GraphClient, group: &str) -> Result<BTreeSet<String>> {
-    let mut members = BTreeSet::new();
+/// The users reachable from an Entra group through nested groups, and the groups nested in it
+/// (at any depth); none for a group deleted since it was listed.
+async fn read_entra_nested(client: &GraphClient, group: &str) -> Result<(BTreeSet<String>, Vec<String>)> {
+    let (mut users, mut groups) = (BTreeSet::new(), Vec::new());
     let read = client
-        .for_each_page(&graph::group_users_path(group), |items| {
-            members
-                .extend(items.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).map(str::to_string));
+        .for_each_page(&graph::group_nested_path(group), |items| {
+            for item in items {
+                let Some(id) = item.get("id").and_then(Value::as_str) else { continue };
+                match graph::member_kind(item) {
+                    Some(graph::MemberKind::User) => {
+                        users.insert(id.to_string());
+                    }
+                    Some(graph::MemberKind::Group) => groups.push(id.to_string()),
+                    None => {}
+                }
+            }
             Ok(())
         })
         .await;
     match read {
-        Ok(_) => Ok(members),
-        Err(Error::NotFound(_)) => Ok(BTreeSet::new()),
+        Ok(_) => {
+            groups.sort();
+            groups.dedup();
+            Ok((users, groups))
+        }
+        Err(Error::NotFound(_)) => Ok((BTreeSet::new(), Vec::new())),
         Err(other) => Err(other),
     }
+}
+
+/// A group of a Graph listing or delta round as the engine stages it, judged by the rules
+/// (rule 6); `None` without an id or a name.
+fn entra_staged_group(settings: &Connection, group: &Value) -> Option<StagedGroup> {
+    let id = group.get("id").and_then(Value::as_str)?;
+    let name = group.get("displayName").and_then(Value::as_str)?;
+    let rules = &settings.rules;
+    let imported = graph::group_selected(
+        group,
+        &rules.group_prefixes,
+        rules.import_security_groups.unwrap_or(false),
+        rules.import_groups_without_email.unwrap_or(false),
+    );
+    Some(StagedGroup {
+        source_id: id.to_string(),
+        name: name.to_string(),
+        group_type: entra_group_type(group).to_string(),
+        changed: true,
+        members_read: imported || named_by_rules(settings, id, name),
+        imported,
+    })
+}
+
+/// An Entra connection's delta state: its deltaLinks as JSON.
+fn delta_state(links: &graph::DeltaLinks) -> Result<String> {
+    serde_json::to_string(links).map_err(|e| Error::internal("recording the delta links", e))
 }
 
 /// An Entra group's kind, as Entra's admin center names it (shown nowhere yet; staged for
@@ -1288,12 +1677,6 @@ where
         store.read(move |conn, _| sync_runs::last_success_started(conn, &id)).await?
     };
     let mut warnings = Vec::new();
-    if connection.config.kind == Kind::Entra && !request.full && last_success.is_some() {
-        warnings.push(
-            "delta runs from Entra ID are not built yet: this run read the whole tenant, as every Entra run does"
-                .to_string(),
-        );
-    }
     let mode = match (request.full, last_success, connection.delta_state.as_deref()) {
         (true, _, _) | (false, None, _) | (false, _, None) => Mode::Full,
         (false, Some(at), _) if connection.updated_at > at => {
@@ -1302,6 +1685,18 @@ where
                     .to_string(),
             );
             Mode::Full
+        }
+        (false, Some(_), Some(stored)) if connection.config.kind == Kind::Entra => {
+            match serde_json::from_str::<graph::DeltaLinks>(stored) {
+                Ok(links) => Mode::EntraDelta(links),
+                Err(_) => {
+                    warnings.push(
+                        "the stored Entra delta links are unreadable; this run read the whole tenant"
+                            .to_string(),
+                    );
+                    Mode::Full
+                }
+            }
         }
         (false, Some(_), Some(_)) if connection.config.rules.app_id.is_some() => {
             warnings.push(

@@ -1,7 +1,8 @@
 //! Microsoft Graph as the Entra importer reads it (`graph-api.md`): how an Entra user becomes a
-//! SCIM resource and which groups are imported (pure), and a client that gets app-only tokens
-//! from the Microsoft identity platform (client secret or certificate assertion, with a backup
-//! credential when the first is refused), follows `@odata.nextLink` and delta links verbatim,
+//! SCIM resource and which groups are imported (pure), and a client that gets tokens from the
+//! Microsoft identity platform (app-only by client secret or certificate assertion, or delegated:
+//! the refresh token an admin's consent left, rotated on every use; with a backup credential
+//! when the first is refused), follows `@odata.nextLink` and delta links verbatim,
 //! keeps within a resource-unit budget of its own, waits out `Retry-After`, retries transient
 //! 5xx, and turns every refusal into what the admin must do.
 //!
@@ -9,14 +10,16 @@
 //! opened secrets ([`GraphCredentials`]), lists with [`GraphClient::for_each_page`] or
 //! [`GraphClient::pager`], runs delta rounds with [`GraphClient::read_delta`], recognises an
 //! expired delta link with [`is_delta_expired`], and records [`GraphClient::fallback_used`] as a
-//! run warning.
+//! run warning. Delegated consent builds its link with [`authorize_url`] and redeems the code
+//! with [`redeem_code`]; the engine's [`TokenKeeper`] stores each new refresh token.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use futures_util::future::BoxFuture;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RETRY_AFTER};
@@ -130,6 +133,64 @@ pub fn group_users_path(group_id: &str) -> String {
         "/groups/{}/transitiveMembers/microsoft.graph.user?$select=id&$top={PAGE_SIZE}",
         utf8_percent_encode(group_id, SEGMENT)
     )
+}
+
+/// Everything reachable from a group through nested groups, users and the nested groups
+/// themselves (each with its `@odata.type`), ids only: the users are its members (rule 6), the
+/// groups tell a delta run which groups a nested change reaches.
+pub fn group_nested_path(group_id: &str) -> String {
+    format!(
+        "/groups/{}/transitiveMembers?$select=id&$top={PAGE_SIZE}",
+        utf8_percent_encode(group_id, SEGMENT)
+    )
+}
+
+/// How many ids one `id in (…)` filter names: Graph bounds the values of an `in` clause (15 is
+/// the documented bound for directory objects).
+pub const IDS_PER_FILTER: usize = 15;
+
+/// [`users_path`] for the users with the given ids (at most [`IDS_PER_FILTER`]): a delta run
+/// reads again the users a membership change alone affects.
+pub fn users_by_id_path(username_source: &str, ids: &[String]) -> String {
+    format!("{}&$filter={}", users_path(username_source), utf8_percent_encode(&id_filter(ids), SEGMENT))
+}
+
+/// The id and displayName of the users with the given ids (at most [`IDS_PER_FILTER`]).
+pub fn names_by_id_path(ids: &[String]) -> String {
+    format!(
+        "/users?$select=id,displayName&$top={PAGE_SIZE}&$filter={}",
+        utf8_percent_encode(&id_filter(ids), SEGMENT)
+    )
+}
+
+/// `id in ('…','…')`.
+fn id_filter(ids: &[String]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("'{}'", id.replace('\'', "''"))).collect();
+    format!("id in ({})", quoted.join(","))
+}
+
+/// Whether a directory object from a member listing is a user, a group, or something else
+/// (a device, a contact, a service principal).
+pub fn member_kind(object: &Value) -> Option<MemberKind> {
+    match object.get("@odata.type").and_then(Value::as_str)? {
+        "#microsoft.graph.user" => Some(MemberKind::User),
+        "#microsoft.graph.group" => Some(MemberKind::Group),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    User,
+    Group,
+}
+
+/// Where a connection's next Entra delta run starts: the deltaLink of each round, stored as
+/// JSON in the connection's delta state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeltaLinks {
+    pub users: String,
+    pub groups: String,
 }
 
 /// A non-empty, trimmed string property.
@@ -287,7 +348,12 @@ struct Names<'a> {
     kind: &'a str,
     tenant: &'a str,
     login_url: &'a str,
+    /// For delegated sign-in: how an admin connects again (": open …"), appended to remedies.
+    reconnect: &'a str,
 }
+
+/// The kind of a delegated credential, as remedies name it.
+const DELEGATED: &str = "delegated sign-in";
 
 /// A token-endpoint error body (§1.5): `error`, the first AADSTS code, and the first line of
 /// `error_description` (the rest is trace and correlation ids and a timestamp).
@@ -316,9 +382,17 @@ fn refuses_credential(error: &str, code: Option<u64>) -> bool {
         || matches!(code, Some(7000215 | 7000222 | 700016 | 700027 | 700024 | 700023 | 700021 | 7000218))
 }
 
+/// Whether the token endpoint refused a delegated credential's refresh token for good (§1.4,
+/// §1.5): sessions revoked, unused for 90 days, a sign-in frequency policy, MFA, consent
+/// withdrawn. Only an admin signing in again mends it.
+fn consent_lost(error: &str, code: Option<u64>) -> bool {
+    matches!(error, "invalid_grant" | "interaction_required")
+        || matches!(code, Some(50173 | 70043 | 700082 | 70008 | 65001 | 50076 | 50079))
+}
+
 /// Why the token endpoint refused, in words that tell the admin what to do (§1.5's table).
 fn token_refusal(status: u16, error: &str, code: Option<u64>, said: &str, names: &Names<'_>) -> Error {
-    let Names { place, client_id, kind, tenant, login_url } = *names;
+    let Names { place, client_id, kind, tenant, login_url, reconnect } = *names;
     let said = match (error, said) {
         ("", "") => format!("HTTP {status}"),
         (error, "") => error.to_string(),
@@ -354,6 +428,13 @@ fn token_refusal(status: u16, error: &str, code: Option<u64>, said: &str, names:
              ID or a verified domain, and entra.login_url to the login host of the tenant's cloud \
              ({login_url} now)"
         ),
+        Some(65001) if kind == DELEGATED => format!(
+            "the delegated permissions of app {client_id} (entra.{place}) are not consented in tenant \
+             {tenant} ({said}); in the Entra admin center open App registrations → the app → API \
+             permissions, add Microsoft Graph → Delegated permissions → User.Read.All and \
+             GroupMember.Read.All, click \"Grant admin consent\", then an admin must connect \
+             again{reconnect}"
+        ),
         Some(65001) => format!(
             "app {client_id} has no admin consent in tenant {tenant} ({said}); in the Entra admin \
              center open App registrations → the app → API permissions and click \"Grant admin \
@@ -371,8 +452,12 @@ fn token_refusal(status: u16, error: &str, code: Option<u64>, said: &str, names:
             format!("Entra refused the token scope scimd asked for ({said}); check entra.graph_url")
         }
         Some(50076 | 50079 | 70008 | 700082 | 70043 | 50173 | 54005) => format!(
-            "the delegated sign-in of app {client_id} is no longer valid ({said}); an admin must \
-             connect again"
+            "the delegated sign-in of app {client_id} (entra.{place}) is no longer valid ({said}); \
+             an admin must connect again{reconnect}"
+        ),
+        _ if kind == DELEGATED && error == "invalid_grant" => format!(
+            "Entra refused the refresh token of the delegated sign-in of app {client_id} \
+             (entra.{place}) ({said}); an admin must connect again{reconnect}"
         ),
         _ => match error {
             "invalid_client" | "unauthorized_client" => format!(
@@ -407,17 +492,19 @@ fn permission_for(path: &str) -> &'static str {
     }
 }
 
+/// The app a Graph call was made as, for remedies.
+#[derive(Debug, Clone, Copy)]
+struct App<'a> {
+    client_id: &'a str,
+    tenant: &'a str,
+    /// With a delegated token: the permissions are delegated ones, and the admin's own.
+    delegated: bool,
+}
+
 /// Why a Graph call failed (after its retries), in words that tell the admin what to do.
 /// `path` is the request's path below `/v1.0`.
-fn graph_refusal(
-    status: u16,
-    code: &str,
-    message: &str,
-    path: &str,
-    client_id: &str,
-    tenant: &str,
-    retries: u32,
-) -> Error {
+fn graph_refusal(status: u16, code: &str, message: &str, path: &str, app: &App<'_>, retries: u32) -> Error {
+    let App { client_id, tenant, delegated } = *app;
     let said = match (code, message) {
         ("", "") => format!("HTTP {status}"),
         (code, "") => code.to_string(),
@@ -431,6 +518,17 @@ fn graph_refusal(
             "Microsoft Graph refused a newly issued access token ({said}); check that entra.login_url \
              and entra.graph_url belong to the same cloud"
         ),
+        (403, _) if delegated => {
+            let permission = permission_for(path);
+            format!(
+                "app {client_id} may not read {path} ({said}): it lacks the Microsoft Graph \
+                 delegated permission {permission}, or the admin who connected it may not read \
+                 this; in the Entra admin center open App registrations → the app → API \
+                 permissions, add Microsoft Graph → Delegated permissions → {permission}, click \
+                 \"Grant admin consent\" for tenant {tenant}, and connect again as an admin who \
+                 may read the directory"
+            )
+        }
         (403, _) => {
             let permission = permission_for(path);
             format!(
@@ -472,6 +570,78 @@ fn x5t_s256(certificate_pem: &str) -> Option<String> {
         .collect();
     let der = STANDARD.decode(body).ok().filter(|der| !der.is_empty())?;
     Some(URL_SAFE_NO_PAD.encode(Sha256::digest(&der)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delegated sign-in (pure): the authorize link and PKCE (§1.4)
+// ---------------------------------------------------------------------------------------------
+
+/// Microsoft Graph in Microsoft's public cloud, whose permissions need no host in a scope.
+const PUBLIC_GRAPH: &str = "https://graph.microsoft.com";
+
+/// A query value as it goes into the authorize link: everything but RFC 3986's unreserved
+/// characters escaped (so a space is `%20`).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The scope of delegated sign-in: a refresh token (`offline_access`) and the delegated
+/// permissions the importer reads with. Outside the public cloud they are named under the
+/// cloud's Graph host.
+pub fn delegated_scope(graph_url: &str) -> String {
+    let graph = graph_url.trim_end_matches('/');
+    let permission = |name: &str| {
+        if graph.eq_ignore_ascii_case(PUBLIC_GRAPH) {
+            name.to_string()
+        } else {
+            format!("{graph}/{name}")
+        }
+    };
+    format!("offline_access {} {}", permission("User.Read.All"), permission("GroupMember.Read.All"))
+}
+
+/// The PKCE `S256` challenge of a code verifier: base64url SHA-256, unpadded (RFC 7636 §4.2).
+pub fn pkce_challenge(code_verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier.as_bytes()))
+}
+
+/// The token endpoint of a tenant.
+fn token_url(login_url: &str, tenant: &str) -> String {
+    format!(
+        "{}/{}/oauth2/v2.0/token",
+        login_url.trim_end_matches('/'),
+        utf8_percent_encode(tenant.trim(), SEGMENT)
+    )
+}
+
+/// Where an admin of `source`'s tenant signs in and consents for app `client_id` (§1.4): the
+/// code comes back to `redirect_uri` with `state`, and is redeemed with the verifier of
+/// `code_challenge`.
+pub fn authorize_url(
+    source: &EntraSource,
+    client_id: &str,
+    redirect_uri: &str,
+    state: &str,
+    code_challenge: &str,
+) -> String {
+    let scope = delegated_scope(&source.graph_url);
+    let query: Vec<String> = [
+        ("client_id", client_id),
+        ("response_type", "code"),
+        ("redirect_uri", redirect_uri),
+        ("response_mode", "query"),
+        ("scope", scope.as_str()),
+        ("state", state),
+        ("code_challenge", code_challenge),
+        ("code_challenge_method", "S256"),
+    ]
+    .iter()
+    .map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE)))
+    .collect();
+    format!(
+        "{}/{}/oauth2/v2.0/authorize?{}",
+        source.login_url.trim_end_matches('/'),
+        utf8_percent_encode(source.tenant.trim(), SEGMENT),
+        query.join("&")
+    )
 }
 
 /// A client assertion is valid this long (§1.2: a few minutes).
@@ -637,9 +807,10 @@ fn now() -> i64 {
 // The client
 // ---------------------------------------------------------------------------------------------
 
-/// The opened secrets of a connection's credentials: for `client_secret` the secret's value,
-/// for `certificate` the private key PEM; `backup` for `backup_auth`, when it is set. Secrets
-/// left inside the `EntraSource` itself are not read.
+/// The opened secrets of a connection's credentials: for `client_secret` and `delegated` the
+/// secret's value, for `certificate` the private key PEM; `backup` for `backup_auth`, when it is
+/// set. Secrets left inside the `EntraSource` itself are not read. A delegated credential's
+/// refresh token comes with [`Delegation`].
 #[derive(Clone)]
 pub struct GraphCredentials {
     pub primary: String,
@@ -689,10 +860,45 @@ impl Default for Limits {
     }
 }
 
+/// Where a delegated credential's newest refresh token goes, and word that it stopped working.
+/// The engine stores both; the client stays free of the database.
+pub trait TokenKeeper: Send + Sync {
+    /// Keeps the refresh token Entra just returned for the credential at `place` (`auth`,
+    /// `backup_auth`): each refresh returns a new one, and the newest must be used next (§1.4).
+    fn keep(&self, place: &'static str, refresh_token: String) -> BoxFuture<'static, Result<()>>;
+    /// Entra refused the credential's refresh token for good; `remedy` says what the admin must do.
+    fn lost(&self, place: &'static str, remedy: String) -> BoxFuture<'static, Result<()>>;
+}
+
+/// The refresh tokens of a connection's delegated credentials (§1.4), as the last consent or
+/// refresh left them, and where new ones go.
+#[derive(Clone, Default)]
+pub struct Delegation {
+    /// `auth`'s refresh token; `None` while no admin has connected it.
+    pub primary: Option<String>,
+    /// `backup_auth`'s.
+    pub backup: Option<String>,
+    pub keeper: Option<Arc<dyn TokenKeeper>>,
+    /// How an admin connects again, appended to remedies: `": open … and sign in"`.
+    pub reconnect: String,
+}
+
+impl std::fmt::Debug for Delegation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |token: &Option<String>| if token.is_some() { ".." } else { "none" };
+        write!(f, "Delegation(primary {}, backup {})", shown(&self.primary), shown(&self.backup))
+    }
+}
+
 /// How a credential proves the app's identity.
 enum Proof {
     Secret(String),
-    Certificate { key: EncodingKey, thumbprint: String },
+    Certificate {
+        key: EncodingKey,
+        thumbprint: String,
+    },
+    /// Delegated sign-in: the app's secret; the refresh token lives in [`TokenState`].
+    Delegated(String),
 }
 
 struct Credential {
@@ -734,26 +940,28 @@ impl Credential {
                 Proof::Certificate { key, thumbprint }
             }
             EntraAuth::Delegated { .. } => {
-                return Err(Error::Upstream(format!(
-                    "entra.{place} uses delegated consent, which scimd does not support yet; use \
-                     client_secret or certificate with the application permissions User.Read.All \
-                     and GroupMember.Read.All"
-                )))
+                if secret.trim().is_empty() {
+                    return Err(Error::Upstream(format!(
+                        "entra.{place} has no client secret; delegated sign-in needs the app's client \
+                         secret too: set client_secret to the secret's Value"
+                    )));
+                }
+                Proof::Delegated(secret.to_string())
             }
         };
-        let client_id = match auth {
-            EntraAuth::ClientSecret { client_id, .. }
-            | EntraAuth::Certificate { client_id, .. }
-            | EntraAuth::Delegated { client_id, .. } => client_id.trim().to_string(),
-        };
-        Ok(Credential { place, client_id, proof })
+        Ok(Credential { place, client_id: auth.client_id().to_string(), proof })
     }
 
     fn kind(&self) -> &'static str {
         match self.proof {
             Proof::Secret(_) => "client secret",
             Proof::Certificate { .. } => "certificate",
+            Proof::Delegated(_) => DELEGATED,
         }
+    }
+
+    fn is_delegated(&self) -> bool {
+        matches!(self.proof, Proof::Delegated(_))
     }
 }
 
@@ -763,11 +971,30 @@ struct AccessToken {
     renew_at: Instant,
 }
 
+/// What a token endpoint granted: an access token and, for delegated sign-in, the new refresh
+/// token.
+struct Granted {
+    access: AccessToken,
+    refresh_token: Option<String>,
+}
+
 #[derive(Default)]
 struct TokenState {
     token: Option<AccessToken>,
     /// The primary credential was refused in this client's life: the backup is used.
     on_backup: bool,
+    /// The newest refresh tokens of delegated credentials, by place.
+    primary_refresh: Option<String>,
+    backup_refresh: Option<String>,
+}
+
+impl TokenState {
+    fn refresh_token(&mut self, place: &str) -> &mut Option<String> {
+        match place {
+            "auth" => &mut self.primary_refresh,
+            _ => &mut self.backup_refresh,
+        }
+    }
 }
 
 /// Shared waits of all requests of the client.
@@ -782,7 +1009,8 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// Retries of a 429 or 5xx from the token endpoint.
 const TOKEN_RETRIES: u32 = 3;
 
-/// A Microsoft Graph client for one tenant, app-only (client credentials).
+/// A Microsoft Graph client for one tenant: app-only (client credentials), or as the admin who
+/// connected a delegated credential.
 pub struct GraphClient {
     http: reqwest::Client,
     tenant: String,
@@ -795,6 +1023,8 @@ pub struct GraphClient {
     backup: Option<Credential>,
     limits: Limits,
     tokens: tokio::sync::Mutex<TokenState>,
+    keeper: Option<Arc<dyn TokenKeeper>>,
+    reconnect: String,
     fallback: OnceLock<String>,
     in_flight: tokio::sync::Semaphore,
     pacing: Mutex<Pacing>,
@@ -813,15 +1043,18 @@ impl std::fmt::Debug for GraphClient {
     }
 }
 
-/// A token request that failed: the remedy, and whether the credential itself was refused.
+/// A token request that failed: the remedy, whether the credential itself was refused, and
+/// whether a delegated credential needs an admin to consent again.
 struct TokenFailure {
     error: Error,
     credential_refused: bool,
+    consent_lost: bool,
 }
 
 impl GraphClient {
     /// A client for `source` with its opened secrets. Keys and certificates are checked here,
-    /// so a bad one is named before any request; `delegated` is refused (not supported yet).
+    /// so a bad one is named before any request. A delegated credential gets its refresh token
+    /// from [`GraphClient::with_delegation`]; without one it fails as not connected yet.
     pub fn new(source: &EntraSource, credentials: GraphCredentials, limits: Limits) -> Result<GraphClient> {
         let primary = Credential::open("auth", &source.auth, &credentials.primary)?;
         let backup = match (&source.backup_auth, &credentials.backup) {
@@ -842,7 +1075,7 @@ impl GraphClient {
         let tenant = source.tenant.trim().to_string();
         Ok(GraphClient {
             http,
-            token_url: format!("{login_url}/{}/oauth2/v2.0/token", utf8_percent_encode(&tenant, SEGMENT)),
+            token_url: token_url(&login_url, &tenant),
             scope: format!("{graph_url}/.default"),
             tenant,
             login_url,
@@ -850,6 +1083,8 @@ impl GraphClient {
             primary,
             backup,
             tokens: tokio::sync::Mutex::default(),
+            keeper: None,
+            reconnect: String::new(),
             fallback: OnceLock::new(),
             in_flight: tokio::sync::Semaphore::new(limits.max_in_flight.max(1)),
             pacing: Mutex::new(Pacing {
@@ -858,6 +1093,16 @@ impl GraphClient {
             }),
             limits,
         })
+    }
+
+    /// The refresh tokens of the delegated credentials, and where new ones go.
+    pub fn with_delegation(mut self, delegation: Delegation) -> GraphClient {
+        let state = self.tokens.get_mut();
+        state.primary_refresh = delegation.primary;
+        state.backup_refresh = delegation.backup;
+        self.keeper = delegation.keeper;
+        self.reconnect = delegation.reconnect;
+        self
     }
 
     /// When the primary credential was refused and `backup_auth` used instead: the run warning,
@@ -873,15 +1118,16 @@ impl GraphClient {
             kind: credential.kind(),
             tenant: &self.tenant,
             login_url: &self.login_url,
+            reconnect: &self.reconnect,
         }
     }
 
-    /// The client id of the credential in use, for remedies.
-    async fn client_id(&self) -> String {
+    /// The credential in use, for remedies.
+    async fn in_use(&self) -> &Credential {
         let on_backup = self.tokens.lock().await.on_backup;
         match (&self.backup, on_backup) {
-            (Some(backup), true) => backup.client_id.clone(),
-            _ => self.primary.client_id.clone(),
+            (Some(backup), true) => backup,
+            _ => &self.primary,
         }
     }
 
@@ -893,11 +1139,11 @@ impl GraphClient {
             return Ok(token.value.clone());
         }
         let token = match (&self.backup, state.on_backup) {
-            (Some(backup), true) => self.request_token(backup).await.map_err(|f| f.error)?,
-            (backup, _) => match (self.request_token(&self.primary).await, backup) {
+            (Some(backup), true) => self.obtain(backup, &mut state).await.map_err(|f| f.error)?,
+            (backup, _) => match (self.obtain(&self.primary, &mut state).await, backup) {
                 (Ok(token), _) => token,
                 (Err(failure), Some(backup)) if failure.credential_refused => {
-                    let token = self.request_token(backup).await.map_err(|second| {
+                    let token = self.obtain(backup, &mut state).await.map_err(|second| {
                         Error::Upstream(format!(
                             "both credentials were refused: entra.auth: {}; entra.backup_auth: {}",
                             failure.error, second.error
@@ -947,18 +1193,86 @@ impl GraphClient {
         })
     }
 
-    /// One client-credentials exchange with `credential` (§1.1, §1.2), retrying 429 and 5xx.
-    async fn request_token(&self, credential: &Credential) -> Result<AccessToken, TokenFailure> {
-        let fail = |error: Error| TokenFailure { error, credential_refused: false };
+    /// An access token from `credential`. A delegated one redeems its newest refresh token and
+    /// hands the new one to the keeper; one Entra refuses for good is reported lost.
+    async fn obtain(
+        &self,
+        credential: &Credential,
+        state: &mut TokenState,
+    ) -> Result<AccessToken, TokenFailure> {
+        let refresh = if credential.is_delegated() {
+            let Some(token) = state.refresh_token(credential.place).clone() else {
+                return Err(TokenFailure {
+                    error: Error::Upstream(format!(
+                        "entra.{} uses delegated sign-in of app {}, and no admin has connected it yet; an \
+                         admin must connect it{}",
+                        credential.place, credential.client_id, self.reconnect
+                    )),
+                    credential_refused: true,
+                    consent_lost: false,
+                });
+            };
+            Some(token)
+        } else {
+            None
+        };
+        match self.request_token(credential, refresh.as_deref()).await {
+            Ok(granted) => {
+                if let (Some(new), true) = (granted.refresh_token, credential.is_delegated()) {
+                    *state.refresh_token(credential.place) = Some(new.clone());
+                    if let Some(keeper) = &self.keeper {
+                        if let Err(error) = keeper.keep(credential.place, new).await {
+                            // The token before it is not revoked (§1.4): the next run can use it.
+                            tracing::warn!(%error, place = credential.place, "could not store Entra's new refresh token");
+                        }
+                    }
+                }
+                Ok(granted.access)
+            }
+            Err(failure) => {
+                if failure.consent_lost {
+                    tracing::error!(
+                        tenant = %self.tenant, place = credential.place,
+                        "Entra refused the delegated sign-in's refresh token; an admin must connect again"
+                    );
+                    if let Some(keeper) = &self.keeper {
+                        if let Err(error) = keeper.lost(credential.place, failure.error.to_string()).await {
+                            tracing::warn!(%error, place = credential.place, "could not mark the connection as needing consent");
+                        }
+                    }
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// One token exchange with `credential` (§1.1, §1.2, §1.4: client credentials, or the
+    /// refresh token of delegated sign-in), retrying 429 and 5xx.
+    async fn request_token(
+        &self,
+        credential: &Credential,
+        refresh: Option<&str>,
+    ) -> Result<Granted, TokenFailure> {
+        let fail = |error: Error| TokenFailure { error, credential_refused: false, consent_lost: false };
         let mut retries = 0;
         loop {
-            let mut form: Vec<(&str, String)> = vec![
-                ("grant_type", "client_credentials".into()),
-                ("client_id", credential.client_id.clone()),
-                ("scope", self.scope.clone()),
-            ];
+            let mut form: Vec<(&str, String)> = match refresh {
+                Some(refresh_token) => vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("client_id", credential.client_id.clone()),
+                    ("refresh_token", refresh_token.to_string()),
+                    ("scope", delegated_scope(&self.graph_url)),
+                ],
+                None => vec![
+                    ("grant_type", "client_credentials".into()),
+                    ("client_id", credential.client_id.clone()),
+                    ("scope", self.scope.clone()),
+                ],
+            };
             match &credential.proof {
-                Proof::Secret(secret) => form.push(("client_secret", secret.clone())),
+                Proof::Secret(secret) | Proof::Delegated(secret) => {
+                    form.push(("client_secret", secret.clone()))
+                }
                 Proof::Certificate { key, thumbprint } => {
                     form.push(("client_assertion_type", super::okta_auth::JWT_BEARER.into()));
                     form.push((
@@ -1000,8 +1314,10 @@ impl GraphClient {
             }
             let (error, code, said) = aad_error(&body);
             tracing::debug!(status, error, code, place = credential.place, "Entra refused a token");
+            let lost = credential.is_delegated() && consent_lost(&error, code);
             return Err(TokenFailure {
-                credential_refused: refuses_credential(&error, code),
+                credential_refused: refuses_credential(&error, code) || lost,
+                consent_lost: lost,
                 error: token_refusal(status, &error, code, &said, &self.names(credential)),
             });
         }
@@ -1149,14 +1465,17 @@ impl GraphClient {
                     tokio::time::sleep(wait).await;
                 }
                 _ => {
-                    let client_id = self.client_id().await;
+                    let credential = self.in_use().await;
                     return Err(graph_refusal(
                         status,
                         &code,
                         &message,
                         &path,
-                        &client_id,
-                        &self.tenant,
+                        &App {
+                            client_id: &credential.client_id,
+                            tenant: &self.tenant,
+                            delegated: credential.is_delegated(),
+                        },
                         attempt,
                     ));
                 }
@@ -1195,6 +1514,12 @@ impl GraphClient {
         pager
             .delta_link
             .ok_or_else(|| Error::Upstream("Microsoft Graph ended a delta round without a deltaLink".into()))
+    }
+
+    /// A deltaLink "from now" for a delta round's first request ([`users_delta_path`],
+    /// [`groups_delta_path`]): `$deltatoken=latest` reads no objects.
+    pub async fn latest_delta_link(&self, first_request: &str) -> Result<String> {
+        self.read_delta(&format!("{first_request}&$deltatoken=latest"), |_| Ok(())).await
     }
 
     /// Pages of a listing or delta round one at a time, for callers that must await between
@@ -1273,8 +1598,8 @@ impl GraphClient {
     }
 }
 
-/// A token endpoint's 200 (§1.3).
-fn granted(body: &str) -> Result<AccessToken> {
+/// A token endpoint's 200 (§1.3, §1.4).
+fn granted(body: &str) -> Result<Granted> {
     let answer: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let Some(value) = answer.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
         return Err(Error::Upstream("Entra's token endpoint answered 200 without an access_token".into()));
@@ -1287,7 +1612,99 @@ fn granted(body: &str) -> Result<AccessToken> {
     let lifetime = Duration::from_secs(expires_in.unwrap_or(3599).min(24 * 3600));
     let renew_at = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 2));
     tracing::debug!(expires_in = lifetime.as_secs(), "got a Microsoft Graph access token");
-    Ok(AccessToken { value: value.to_string(), renew_at })
+    let refresh_token =
+        answer.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
+    Ok(Granted { access: AccessToken { value: value.to_string(), renew_at }, refresh_token })
+}
+
+/// What the consent callback brings to redeem (§1.4).
+#[derive(Clone, Copy)]
+pub struct CodeGrant<'a> {
+    pub code: &'a str,
+    /// The redirect URI of the authorize link, sent again.
+    pub redirect_uri: &'a str,
+    /// The PKCE verifier of the link's `code_challenge`.
+    pub code_verifier: &'a str,
+}
+
+impl std::fmt::Debug for CodeGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CodeGrant(redirect_uri {})", self.redirect_uri)
+    }
+}
+
+/// Redeems the authorization code of a consent for the delegated credential at `place`
+/// (`auth`, `backup_auth`) of `source`, whose opened client secret is `client_secret`; returns
+/// the refresh token to keep. Not retried: a code is good once.
+pub async fn redeem_code(
+    source: &EntraSource,
+    place: &'static str,
+    client_secret: &str,
+    grant: CodeGrant<'_>,
+) -> Result<String> {
+    let auth = match place {
+        "auth" => Some(&source.auth),
+        _ => source.backup_auth.as_ref(),
+    };
+    let credential = match auth {
+        Some(auth @ EntraAuth::Delegated { .. }) => Credential::open(place, auth, client_secret)?,
+        _ => return Err(Error::InvalidValue(format!("entra.{place} does not use delegated sign-in"))),
+    };
+    let login_url = source.login_url.trim_end_matches('/');
+    let token_url = token_url(login_url, &source.tenant);
+    let form = [
+        ("grant_type", "authorization_code".to_string()),
+        ("client_id", credential.client_id.clone()),
+        ("client_secret", client_secret.to_string()),
+        ("code", grant.code.to_string()),
+        ("redirect_uri", grant.redirect_uri.to_string()),
+        ("code_verifier", grant.code_verifier.to_string()),
+        ("scope", delegated_scope(&source.graph_url)),
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| Error::internal("building the Graph client", e))?;
+    let response = http.post(&token_url).header(ACCEPT, "application/json").form(&form).send().await.map_err(|e| {
+        Error::Upstream(format!(
+            "cannot reach the Microsoft identity platform at {login_url} ({}); check entra.login_url and that \
+             this server can reach it (proxy, firewall)",
+            cause(&e)
+        ))
+    })?;
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| Error::Upstream(format!("reading Entra's token answer: {}", cause(&e))))?;
+    if status == 200 {
+        return granted(&body)?.refresh_token.ok_or_else(|| {
+            Error::Upstream(format!(
+                "Entra granted app {} no refresh token; the sign-in must include offline_access: check \
+                 that the app may use it (App registrations → the app → API permissions) and connect again",
+                credential.client_id
+            ))
+        });
+    }
+    let (error, code, said) = aad_error(&body);
+    tracing::debug!(status, error, code, place, "Entra refused an authorization code");
+    if error == "invalid_grant" && code != Some(65001) {
+        // A code that is wrong, used, expired, or whose verifier or redirect URI does not match.
+        return Err(Error::Upstream(format!(
+            "Entra refused the authorization code of the sign-in for app {} (entra.{place}) ({said}); ask \
+             scimd for a new authorize link and sign in again",
+            credential.client_id
+        )));
+    }
+    let names = Names {
+        place,
+        client_id: &credential.client_id,
+        kind: credential.kind(),
+        tenant: source.tenant.trim(),
+        login_url,
+        reconnect: ": ask scimd for a new authorize link and sign in again",
+    };
+    Err(token_refusal(status, &error, code, &said, &names))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1539,6 +1956,7 @@ mod tests {
             kind: "client secret",
             tenant: "contoso.onmicrosoft.com",
             login_url: "https://login.microsoftonline.com",
+            reconnect: ": open the authorize link",
         }
     }
 
@@ -1581,6 +1999,8 @@ mod tests {
         );
     }
 
+    const APP: App<'static> = App { client_id: "a", tenant: "t", delegated: false };
+
     #[test]
     fn graph_refusals_name_the_permission_or_the_remedy() {
         let denied = |path: &str| {
@@ -1589,8 +2009,7 @@ mod tests {
                 "Authorization_RequestDenied",
                 "Insufficient privileges to complete the operation.",
                 path,
-                "app-1",
-                "contoso",
+                &App { client_id: "app-1", tenant: "contoso", delegated: false },
                 0,
             )
             .to_string()
@@ -1608,8 +2027,7 @@ mod tests {
         for (status, code) in
             [(400, "syncStateNotFound"), (400, "resyncRequired"), (410, "resyncRequired"), (410, "")]
         {
-            let error =
-                graph_refusal(status, code, "The delta token is expired.", "/users/delta", "a", "t", 0);
+            let error = graph_refusal(status, code, "The delta token is expired.", "/users/delta", &APP, 0);
             assert!(is_delta_expired(&error), "{status} {code}: {error}");
         }
         let bug = graph_refusal(
@@ -1617,8 +2035,7 @@ mod tests {
             "Request_UnsupportedQuery",
             "Invalid page size specified: '1000'.",
             "/users",
-            "a",
-            "t",
+            &APP,
             0,
         );
         assert!(!is_delta_expired(&bug));
@@ -1628,22 +2045,21 @@ mod tests {
             "Request_BadRequest",
             "Could not find a property named 'badge' on type 'microsoft.graph.user'.",
             "/users",
-            "a",
-            "t",
+            &APP,
             0,
         );
         assert!(property.to_string().contains("rules.username_source"), "{property}");
         assert!(matches!(
-            graph_refusal(404, "Request_ResourceNotFound", "gone", "/groups/g1/members", "a", "t", 0),
+            graph_refusal(404, "Request_ResourceNotFound", "gone", "/groups/g1/members", &APP, 0),
             Error::NotFound(_)
         ));
-        assert!(graph_refusal(429, "TooManyRequests", "", "/users", "a", "t", 5)
+        assert!(graph_refusal(429, "TooManyRequests", "", "/users", &APP, 5)
             .to_string()
             .contains("after 5 retries"));
-        assert!(graph_refusal(503, "serviceNotAvailable", "", "/users", "a", "t", 5)
+        assert!(graph_refusal(503, "serviceNotAvailable", "", "/users", &APP, 5)
             .to_string()
             .contains("unavailable"));
-        assert!(graph_refusal(401, "InvalidAuthenticationToken", "", "/users", "a", "t", 0)
+        assert!(graph_refusal(401, "InvalidAuthenticationToken", "", "/users", &APP, 0)
             .to_string()
             .contains("same cloud"));
         assert!(!is_delta_expired(&Error::Internal(DELTA_EXPIRED.into())));
@@ -1773,13 +2189,85 @@ mod tests {
         assert!(open(&secret, None, " ", None).unwrap_err().contains("no client secret"));
         assert!(open(&certificate, None, "not a key", None).unwrap_err().contains("cannot sign"));
         let delegated = json!({"method": "delegated", "client_id": "a"});
-        assert!(open(&delegated, None, "s", None).unwrap_err().contains("delegated consent"));
-        assert!(open(&secret, Some(delegated), "s", Some("s"))
-            .unwrap_err()
-            .contains("entra.backup_auth uses delegated"));
+        assert_eq!(open(&delegated, None, "s", None), Ok(()), "its refresh token comes later");
+        assert!(open(&delegated, None, " ", None).unwrap_err().contains("no client secret"));
+        assert_eq!(open(&secret, Some(delegated), "s", Some("s")), Ok(()));
         assert!(open(&secret, Some(secret.clone()), "s", None).unwrap_err().contains("backup_auth"));
         let debug = format!("{:?}", GraphCredentials { primary: "s3cr3t".into(), backup: None });
         assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+
+    #[test]
+    fn the_authorize_link_asks_for_a_code_with_pkce_and_offline_access() {
+        let mut entra = source(json!({"method": "delegated", "client_id": "6c1e"}), None);
+        let link =
+            authorize_url(&entra, "6c1e", "https://scimd.example/admin/v1/entra/callback", "st-1", "ch_-1");
+        assert_eq!(
+            link,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize?client_id=6c1e\
+             &response_type=code&redirect_uri=https%3A%2F%2Fscimd.example%2Fadmin%2Fv1%2Fentra%2Fcallback\
+             &response_mode=query&scope=offline_access%20User.Read.All%20GroupMember.Read.All&state=st-1\
+             &code_challenge=ch_-1&code_challenge_method=S256"
+        );
+        entra.login_url = "https://login.microsoftonline.us/".into();
+        entra.graph_url = "https://graph.microsoft.us".into();
+        let national = url::Url::parse(&authorize_url(&entra, "6c1e", "https://s/cb", "s", "c")).unwrap();
+        assert_eq!(national.path(), "/contoso.onmicrosoft.com/oauth2/v2.0/authorize");
+        let scope = national.query_pairs().find(|(n, _)| n == "scope").map(|(_, v)| v.into_owned());
+        assert_eq!(
+            scope.as_deref(),
+            Some("offline_access https://graph.microsoft.us/User.Read.All https://graph.microsoft.us/GroupMember.Read.All"),
+            "outside the public cloud the permissions name their Graph host"
+        );
+    }
+
+    #[test]
+    fn the_pkce_challenge_is_rfc_7636s_s256() {
+        // RFC 7636 appendix B.
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn a_refused_refresh_token_needs_consent_and_its_remedy_says_how() {
+        for (error, code) in [
+            ("invalid_grant", Some(50173)),
+            ("invalid_grant", Some(70043)),
+            ("invalid_grant", Some(700082)),
+            ("invalid_grant", Some(65001)),
+            ("interaction_required", Some(50079)),
+            ("invalid_grant", Some(9002313)),
+        ] {
+            assert!(consent_lost(error, code), "{error} {code:?}");
+        }
+        assert!(!consent_lost("invalid_client", Some(7000215)), "a wrong secret is not a lost consent");
+        assert!(!consent_lost("temporarily_unavailable", None));
+        let delegated = Names { kind: DELEGATED, ..names() };
+        let revoked = token_refusal(400, "invalid_grant", Some(50173), "AADSTS50173: revoked.", &delegated);
+        let revoked = revoked.to_string();
+        assert!(revoked.contains("connect again: open the authorize link"), "{revoked}");
+        assert!(revoked.contains("entra.auth") && revoked.contains("AADSTS50173"), "{revoked}");
+        let withdrawn =
+            token_refusal(400, "invalid_grant", Some(65001), "AADSTS65001: no.", &delegated).to_string();
+        assert!(
+            withdrawn.contains("Delegated permissions") && withdrawn.contains("Grant admin consent"),
+            "{withdrawn}"
+        );
+        assert!(withdrawn.contains("connect again"), "{withdrawn}");
+        let unknown = token_refusal(400, "invalid_grant", Some(9002313), "AADSTS9002313: x", &delegated);
+        assert!(unknown.to_string().contains("connect again"), "{unknown}");
+        let denied = graph_refusal(
+            403,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+            "/groups",
+            &App { client_id: "app-1", tenant: "contoso", delegated: true },
+            0,
+        )
+        .to_string();
+        assert!(denied.contains("Delegated permissions") && denied.contains("connect again"), "{denied}");
     }
 
     #[test]

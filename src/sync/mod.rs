@@ -2,6 +2,7 @@
 //! through the same repository as the SCIM handlers. `connection` and `rules` are pure.
 
 pub mod connection;
+pub mod consent;
 pub mod engine;
 pub mod graph;
 pub mod okta;

@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::scim::resource::Stored;
+use crate::scim::schema::ENTERPRISE_USER_SCHEMA;
 
 /// A source's account state, as rule 5 of `sync-rules.md` reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,6 +50,31 @@ pub struct MappedUser {
     pub resource: Stored,
 }
 
+impl MappedUser {
+    /// The source id of a manager known by id alone: an Entra delta round names a manager by id
+    /// (`manager@delta`), where a listing also gives its name.
+    pub fn unnamed_manager(&self) -> Option<&str> {
+        let named = self
+            .resource
+            .get(ENTERPRISE_USER_SCHEMA)
+            .and_then(|enterprise| enterprise.get("manager"))
+            .and_then(|manager| manager.get("displayName"))
+            .is_some();
+        self.manager_source_id.as_deref().filter(|_| !named)
+    }
+
+    /// Gives the manager its displayName, as a listing would have.
+    pub fn name_manager(&mut self, name: &str) {
+        let enterprise = self
+            .resource
+            .entry(ENTERPRISE_USER_SCHEMA.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(enterprise) = enterprise.as_object_mut() {
+            enterprise.insert("manager".into(), json!({ "displayName": name }));
+        }
+    }
+}
+
 /// A source's phone numbers as SCIM `phoneNumbers` (work, then mobile), if it has any.
 pub fn phone_numbers(work: Option<&str>, mobile: Option<&str>) -> Option<Value> {
     let phones: Vec<Value> = [(work, "work"), (mobile, "mobile")]
@@ -80,6 +106,25 @@ mod tests {
         assert_eq!(SourceStatus::Inactive.active(true), Some(false));
         assert_eq!(SourceStatus::Staged.active(false), Some(false));
         assert_eq!(SourceStatus::Staged.active(true), None);
+    }
+
+    #[test]
+    fn a_manager_named_by_id_alone_gets_its_name() {
+        let mut user = MappedUser {
+            source_id: "u1".into(),
+            status: SourceStatus::Active,
+            created: String::new(),
+            user_name: Some("u1@x".into()),
+            primary_email: "u1@x".into(),
+            manager_source_id: Some("m1".into()),
+            resource: Map::new(),
+        };
+        assert_eq!(user.unnamed_manager(), Some("m1"));
+        user.name_manager("Mia");
+        assert_eq!(user.resource[ENTERPRISE_USER_SCHEMA], json!({"manager": {"displayName": "Mia"}}));
+        assert_eq!(user.unnamed_manager(), None);
+        user.manager_source_id = None;
+        assert_eq!(user.unnamed_manager(), None);
     }
 
     #[test]

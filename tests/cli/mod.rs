@@ -407,3 +407,55 @@ fn connections_are_managed_from_config_files_with_secret_files() {
     with_key(&mut list);
     assert!(!stdout(&run(list.args(["connection", "list", "acme"]))).contains("okta-main"));
 }
+
+#[test]
+fn an_entra_admin_gets_an_authorize_link_and_status_says_the_connection_needs_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("consent.db").display());
+    let key = stdout(&run(scimd(dir.path()).args(["secret-key", "generate"]))).trim().to_string();
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    std::fs::write(dir.path().join("entra-secret"), "Zx8Q~secret-value\n").unwrap();
+    std::fs::write(
+        dir.path().join("entra.json"),
+        r#"{"name": "entra-main", "kind": "entra",
+            "entra": {"tenant": "contoso.onmicrosoft.com",
+                      "auth": {"method": "delegated", "client_id": "6c1e2f3a-4b5d-4e6f-8a7b-9c0d1e2f3a4b",
+                               "client_secret_file": "entra-secret"}}}"#,
+    )
+    .unwrap();
+    let operator = |args: &[&str]| {
+        let mut command = scimd(dir.path());
+        command
+            .env("SCIMD_SECRET_KEY", &key)
+            .env("SCIMD_PUBLIC_URL", "https://scimd.example")
+            .args(["--database-url", &db])
+            .args(args);
+        command
+    };
+    run(&mut operator(&["connection", "create", "acme", "entra-main", "--config", "entra.json"]));
+
+    let output = run(&mut operator(&["connection", "authorize", "acme/entra-main"]));
+    let link = stdout(&output);
+    assert_eq!(link.lines().count(), 1, "stdout is the link alone: {link:?}");
+    let link = url::Url::parse(link.trim()).unwrap();
+    assert_eq!(
+        format!("{}://{}{}", link.scheme(), link.host_str().unwrap(), link.path()),
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize"
+    );
+    let query: std::collections::BTreeMap<String, String> = link.query_pairs().into_owned().collect();
+    assert_eq!(query["redirect_uri"], "https://scimd.example/admin/v1/entra/callback");
+    assert_eq!(query["client_id"], "6c1e2f3a-4b5d-4e6f-8a7b-9c0d1e2f3a4b");
+    assert_eq!(query["scope"], "offline_access User.Read.All GroupMember.Read.All");
+    let told = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        told.contains("https://scimd.example/admin/v1/entra/callback") && told.contains("10 minutes"),
+        "{told}"
+    );
+
+    let shown = stdout(&run(&mut operator(&["connection", "show", "acme/entra-main"])));
+    assert!(!shown.contains("Zx8Q~secret-value"), "{shown}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["consent"]["state"], "needs_consent", "{shown}");
+    let status = stdout(&run(&mut operator(&["sync", "status", "acme/entra-main"])));
+    assert!(status.contains("entra-main: entra.auth needs consent: no admin has connected"), "{status}");
+}

@@ -176,15 +176,11 @@ async fn a_full_import_shows_entra_users_and_groups_over_scim(server: TestServer
     assert_eq!(group_member_ids(&server, "eng-platform").await, None, "a security group without mail");
     assert_eq!(group_member_ids(&server, "offboarding").await, None);
 
-    // A run with nothing changed in the tenant changes nothing; a delta is read in full.
+    // A full run with nothing changed in the tenant changes nothing.
     let before = snapshot(&server, &server.key).await;
-    let again = run(&server, &connection, false).await;
+    let again = run(&server, &connection, true).await;
     assert_eq!(again.status, "succeeded", "{again:?}");
     assert_eq!(again.mode, "full");
-    assert!(
-        again.warnings.iter().any(|w| w.contains("delta runs from Entra ID are not built yet")),
-        "{again:?}"
-    );
     assert_eq!(again.counts.users_unchanged, 4, "{:?}", again.counts);
     assert_eq!(again.counts.users_created + again.counts.users_updated + again.counts.users_deactivated, 0);
     assert_eq!(again.counts.groups_unchanged, 2, "{:?}", again.counts);

@@ -148,6 +148,110 @@ async fn a_client_secret_token_is_cached_and_renewed_once_after_a_401() {
     assert_eq!(token_requests(&fake).len(), 1, "one new token per call, not a loop");
 }
 
+/// What a delegated client handed its keeper: `("keep" | "lost", place, token or remedy)`.
+#[derive(Default)]
+struct Keeper(std::sync::Mutex<Vec<(&'static str, &'static str, String)>>);
+
+impl graph::TokenKeeper for Keeper {
+    fn keep(
+        &self,
+        place: &'static str,
+        token: String,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), Error>> {
+        self.0.lock().unwrap().push(("keep", place, token));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn lost(
+        &self,
+        place: &'static str,
+        remedy: String,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), Error>> {
+        self.0.lock().unwrap().push(("lost", place, remedy));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_delegated_client_refreshes_with_the_newest_token_and_hands_each_new_one_over() {
+    const REDIRECT: &str = "https://scimd.example/admin/v1/entra/callback";
+    let fake = FakeGraph::start(Tenant::generate(20, 3, 1));
+    let app = fake.register_app(AppRegistration::new(&[]).with_delegated(&IMPORTER_PERMISSIONS, REDIRECT));
+    let block = fake.entra_source(app.delegated_auth());
+    let source: EntraSource = serde_json::from_value(block.clone()).unwrap();
+
+    // A consent: the link scimd builds, the fake's redirect with a code, the code redeemed.
+    let verifier = "a-verifier-long-enough-for-rfc-7636-0123456789abcdefghij";
+    let link =
+        graph::authorize_url(&source, &app.client_id, REDIRECT, "st", &graph::pkce_challenge(verifier));
+    let no_redirects =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = no_redirects.get(&link).send().await.unwrap();
+    let back = answer.headers()["location"].to_str().unwrap().to_string();
+    let code =
+        url::Url::parse(&back).unwrap().query_pairs().find(|(n, _)| n == "code").unwrap().1.into_owned();
+    let grant = graph::CodeGrant { code: &code, redirect_uri: REDIRECT, code_verifier: "a-wrong-verifier" };
+    let mismatch = graph::redeem_code(&source, "auth", &app.secret(), grant).await.unwrap_err().to_string();
+    assert!(mismatch.contains("authorization code") && mismatch.contains("AADSTS501481"), "{mismatch}");
+    let link =
+        graph::authorize_url(&source, &app.client_id, REDIRECT, "st", &graph::pkce_challenge(verifier));
+    let back =
+        no_redirects.get(&link).send().await.unwrap().headers()["location"].to_str().unwrap().to_string();
+    let code =
+        url::Url::parse(&back).unwrap().query_pairs().find(|(n, _)| n == "code").unwrap().1.into_owned();
+    let grant = graph::CodeGrant { code: &code, redirect_uri: REDIRECT, code_verifier: verifier };
+    let first = graph::redeem_code(&source, "auth", &app.secret(), grant).await.unwrap();
+
+    let keeper = std::sync::Arc::new(Keeper::default());
+    let client =
+        open(block.clone(), &app.secret(), None, Limits::default()).with_delegation(graph::Delegation {
+            primary: Some(first.clone()),
+            backup: None,
+            keeper: Some(keeper.clone()),
+            reconnect: ": sign in again".into(),
+        });
+    fake.clear_requests();
+    assert_eq!(read_all(&client, "/users?$select=id&$top=999").await.unwrap().len(), 20);
+    assert_eq!(read_all(&client, "/groups?$select=id&$top=999").await.unwrap().len(), 3);
+    let refreshes = token_requests(&fake);
+    assert_eq!(refreshes.len(), 1, "the access token is cached");
+    assert_eq!(refreshes[0].form_field("grant_type"), Some("refresh_token"));
+    assert_eq!(refreshes[0].form_field("refresh_token"), Some(first.as_str()));
+    assert_eq!(refreshes[0].form_field("client_secret"), Some(app.secret().as_str()));
+    let second = {
+        let kept = keeper.0.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].0, kept[0].1), ("keep", "auth"));
+        assert_ne!(kept[0].2, first);
+        kept[0].2.clone()
+    };
+
+    // An expired access token: the next refresh uses the newest refresh token.
+    fake.expire_access_tokens();
+    assert_eq!(read_all(&client, "/users?$select=id&$top=999").await.unwrap().len(), 20);
+    let refreshes = token_requests(&fake);
+    assert_eq!(refreshes.len(), 2);
+    assert_eq!(refreshes[1].form_field("refresh_token"), Some(second.as_str()));
+    assert_eq!(keeper.0.lock().unwrap().len(), 2);
+
+    // Sessions revoked: the call fails with the remedy, and the keeper hears of it once.
+    fake.revoke_sign_in_sessions();
+    fake.expire_access_tokens();
+    let revoked = err(read_all(&client, "/users?$select=id&$top=999").await);
+    assert!(revoked.contains("AADSTS50173") && revoked.contains("connect again: sign in again"), "{revoked}");
+    let kept = keeper.0.lock().unwrap().clone();
+    assert_eq!(kept.len(), 3);
+    assert_eq!((kept[2].0, kept[2].1, kept[2].2.as_str()), ("lost", "auth", revoked.as_str()));
+
+    // Never connected: no request at all, and the remedy says how to connect.
+    fake.clear_requests();
+    let unconnected = open(block, &app.secret(), None, Limits::default())
+        .with_delegation(graph::Delegation { reconnect: ": sign in".into(), ..Default::default() });
+    let never = err(read_all(&unconnected, "/users?$select=id&$top=999").await);
+    assert!(never.contains("no admin has connected it yet") && never.contains("sign in"), "{never}");
+    assert!(fake.requests().is_empty());
+}
+
 #[tokio::test]
 async fn a_certificate_assertion_is_signed_for_the_token_url_with_a_fresh_jti() {
     let fake = FakeGraph::start(Tenant::generate(10, 2, 2));

@@ -1,3 +1,5 @@
+mod entra_consent;
+mod entra_delta;
 mod entra_import;
 mod fake_graph;
 mod fake_okta;
