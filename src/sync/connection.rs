@@ -48,6 +48,14 @@ pub struct OktaSource {
     pub auth: OktaAuth,
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// The share (percent) of each Okta rate-limit bucket the importer may spend: the buckets
+    /// belong to the whole org (its admin console and other integrations draw on them too).
+    #[serde(default = "default_rate_limit_percent")]
+    pub rate_limit_percent: u32,
+}
+
+fn default_rate_limit_percent() -> u32 {
+    50
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -497,6 +505,12 @@ fn validate_base_url(key: &str, text: &str, allow_insecure_http: bool) -> Result
 impl OktaSource {
     fn validate(&self) -> Result<()> {
         validate_base_url("okta.org_url", &self.org_url, self.allow_insecure_http)?;
+        if !(1..=100).contains(&self.rate_limit_percent) {
+            return Err(invalid(
+                "okta.rate_limit_percent",
+                "must be a whole number of percent from 1 to 100",
+            ));
+        }
         match &self.auth {
             // Whether the secret itself is present is checked on create: an update may leave it
             // out to keep the stored one.

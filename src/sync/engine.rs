@@ -324,7 +324,8 @@ async fn okta_client(
             })
         }
     };
-    OktaClient::with_credentials(&okta.org_url, credentials, 0.5, Caps::default())
+    let share = f64::from(okta.rate_limit_percent) / 100.0;
+    OktaClient::with_credentials(&okta.org_url, credentials, share, Caps::default())
 }
 
 /// A connection's secret, opened with the server's key.

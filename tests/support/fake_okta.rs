@@ -1446,6 +1446,7 @@ impl FakeOkta {
             users_by_id: HashMap::new(),
             groups_by_id: HashMap::new(),
             buckets: Default::default(),
+            most_used: [0; 4],
             failures: VecDeque::new(),
             service_apps: Vec::new(),
             access_tokens: HashMap::new(),
@@ -1532,6 +1533,11 @@ impl FakeOkta {
         }
     }
 
+    /// The most requests one window of the bucket serving `path` has counted so far.
+    pub fn most_used_in_a_window(&self, path: &str) -> u32 {
+        self.shared.lock().most_used[bucket_of(path) as usize]
+    }
+
     /// Starts fresh rate-limit windows, as waiting for `X-Rate-Limit-Reset` would.
     pub fn reset_rate_limits(&self) {
         self.shared.lock().buckets = Default::default();
@@ -1564,6 +1570,8 @@ struct State {
     users_by_id: HashMap<String, usize>,
     groups_by_id: HashMap<String, usize>,
     buckets: [Bucket; 4],
+    /// The most requests any one window of each bucket has counted.
+    most_used: [u32; 4],
     failures: VecDeque<(String, usize, Failure)>,
     service_apps: Vec<ServiceApp>,
     access_tokens: HashMap<String, AccessToken>,
@@ -1672,6 +1680,9 @@ impl State {
             return Err(self.view(kind));
         }
         bucket.used += 1;
+        let used = bucket.used;
+        let most = &mut self.most_used[kind as usize];
+        *most = (*most).max(used);
         Ok(self.view(kind))
     }
 }

@@ -18,6 +18,7 @@ on_both_backends!(
     a_dry_run_writes_nothing,
     a_failure_while_reading_applies_nothing_and_names_the_remedy,
     pages_are_followed_and_rate_limits_waited_out,
+    a_run_spends_only_its_share_of_each_rate_limit_window,
 );
 
 /// The org most tests use: an engineer managed by a lead, a suspended, a deprovisioned and a
@@ -284,6 +285,39 @@ async fn pages_are_followed_and_rate_limits_waited_out(server: TestServer) {
     assert!(listings.iter().skip(2).all(|p| p.contains("after=")), "{listings:?}");
     let auth = fake.requests().into_iter().find_map(|r| r.authorization).unwrap();
     assert!(auth.starts_with("SSWS "), "{auth}");
+}
+
+/// Okta's buckets belong to the whole org: a run spends at most the connection's share of each
+/// window (50 % unless `rate_limit_percent` says otherwise) and waits for the next window.
+async fn a_run_spends_only_its_share_of_each_rate_limit_window(server: TestServer) {
+    let mut org = Org::empty();
+    for n in 0..2300 {
+        org.add_user(Org::user(&format!("00u{n:014}697"), &format!("user{n}@acme.example"), "ACTIVE"));
+    }
+    // 13 listing requests (12 pages of 200 and the deprovisioned listing) against 10 a window.
+    org.limits.users_list = 10;
+    org.limits.window = std::time::Duration::from_secs(1);
+    for (directory, percent, most) in [("acme", None, 5), ("second", Some(80), 8)] {
+        let fake = FakeOkta::start(org.clone());
+        let mut body = connection_body(&fake, json!({}));
+        if let Some(percent) = percent {
+            body["okta"]["rate_limit_percent"] = json!(percent);
+        }
+        if directory != "acme" {
+            server.second_directory(directory);
+        }
+        let connection = server.connect(directory, body);
+        let report = run(&server, &connection, full()).await;
+        assert_eq!((report.status, report.counts.users_created), ("succeeded", 2300), "{report:?}");
+        let listings =
+            fake.requests().iter().filter(|r| r.path_and_query.starts_with("/api/v1/users?")).count();
+        assert_eq!(listings, 13, "no request was refused with a 429");
+        assert_eq!(fake.most_used_in_a_window("/api/v1/users"), most, "{percent:?} % of 10 a window");
+    }
+    let mut body = connection_body(&FakeOkta::start(Org::empty()), json!({}));
+    body["okta"]["rate_limit_percent"] = json!(0);
+    let refused = scimd::sync::connection::parse(body).unwrap_err().to_string();
+    assert!(refused.contains("okta.rate_limit_percent") && refused.contains("1 to 100"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
