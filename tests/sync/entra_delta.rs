@@ -19,6 +19,7 @@ on_both_backends!(
     a_delta_run_reads_only_what_changed_and_applies_it,
     a_change_inside_a_nested_group_reaches_the_groups_it_is_nested_in,
     an_expired_delta_link_falls_back_to_a_full_read_with_a_warning,
+    removals_in_a_delta_run_count_for_the_brake,
     delta_and_full_runs_reach_the_same_directory_after_random_changes,
 );
 
@@ -58,6 +59,15 @@ fn add_rule_groups(tenant: &mut Tenant) -> Groups {
 }
 
 fn connect(server: &TestServer, fake: &FakeGraph, directory: &str) -> ConnectionRecord {
+    connect_braked_at(server, fake, directory, 100)
+}
+
+fn connect_braked_at(
+    server: &TestServer,
+    fake: &FakeGraph,
+    directory: &str,
+    percent: u32,
+) -> ConnectionRecord {
     let app = fake.register_app(AppRegistration::new(&IMPORTER_PERMISSIONS));
     server.connect(
         directory,
@@ -65,7 +75,7 @@ fn connect(server: &TestServer, fake: &FakeGraph, directory: &str) -> Connection
             "name": "entra-main", "kind": "entra",
             "entra": fake.entra_source(app.secret_auth()),
             "rules": rules(),
-            "brake": {"max_deactivate_percent": 100}
+            "brake": {"max_deactivate_percent": percent}
         }),
     )
 }
@@ -284,6 +294,52 @@ async fn an_expired_delta_link_falls_back_to_a_full_read_with_a_warning(server: 
         assert_eq!(next.mode, "delta", "{said}: {next:?}");
         assert!(next.warnings.is_empty(), "{next:?}");
     }
+}
+
+async fn removals_in_a_delta_run_count_for_the_brake(server: TestServer) {
+    let mut tenant = Tenant::empty();
+    let groups = add_rule_groups(&mut tenant);
+    let users: Vec<GraphUser> =
+        (0..4).map(|n| GraphUser::new(&format!("user{n}.x@contoso.example"))).collect();
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    for user in users {
+        tenant.add_user(user);
+    }
+    for id in &ids {
+        tenant.add_member(&groups.eng_all, id);
+    }
+    let fake = FakeGraph::start(tenant);
+    let connection = connect_braked_at(&server, &fake, "acme", 50);
+    run(&server, &connection, false).await;
+    // A clean-up script deleted three of four accounts (75 %, over the 50 % brake).
+    fake.change(|t| {
+        t.soft_delete_user(&ids[0]);
+        t.soft_delete_user(&ids[1]);
+        t.hard_delete_user(&ids[2]);
+    });
+    let key = server.config.secret_key().unwrap();
+    let request = RunRequest { full: false, dry_run: false, confirm: false, trigger: "cli" };
+    let braked =
+        engine::run(&server.store, key.as_ref(), &reload(&server, &connection), request.clone(), &|_| {})
+            .await
+            .unwrap();
+    assert_eq!(
+        (braked.status, braked.mode, braked.counts.users_deactivated),
+        ("braked", "delta", 3),
+        "{braked:?}"
+    );
+    assert_eq!(user(&server, &ids[0]).await.unwrap()["active"], true, "nothing applied");
+    // A braked run is no good run: the next one reads the same changes again, and applies them
+    // once confirmed.
+    let confirm = RunRequest { confirm: true, ..request };
+    let applied = engine::run(&server.store, key.as_ref(), &reload(&server, &connection), confirm, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((applied.status, applied.mode, applied.counts.users_deactivated), ("succeeded", "delta", 3));
+    for id in &ids[..3] {
+        assert_eq!(user(&server, id).await.unwrap()["active"], false);
+    }
+    assert_eq!(user(&server, &ids[3]).await.unwrap()["active"], true);
 }
 
 /// Random changes in the tenant, then a delta run in one directory and a full run in another,

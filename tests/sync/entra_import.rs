@@ -18,6 +18,7 @@ on_both_backends!(
     security_groups_and_groups_without_mail_are_imported_when_the_rules_say_so,
     a_failing_primary_credential_falls_back_to_the_backup_and_says_so,
     a_missing_permission_fails_the_run_with_its_remedy_and_writes_nothing,
+    a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite,
 );
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -243,4 +244,22 @@ async fn a_missing_permission_fails_the_run_with_its_remedy_and_writes_nothing(s
     let checks = engine::verify(&server.store, key.as_ref(), &connection).await;
     assert!(checks.first().is_some_and(|c| c.remedy.is_none()), "the token is fine: {checks:?}");
     assert!(checks.iter().any(|c| c.remedy.as_deref().is_some_and(|r| r.contains("Read.All"))), "{checks:?}");
+}
+
+async fn a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite(server: TestServer) {
+    let pushed = server.create_user(crate::support::user_body("erik.eng@contoso.example")).await;
+    let (tenant, ids) = small_tenant();
+    let fake = FakeGraph::start(tenant);
+    let app = importer_app(&fake);
+    let connection = server.connect("acme", connection_body(&fake, app.secret_auth(), json!({})));
+    let report = run(&server, &connection, true).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.conflicts.len(), 1, "{:?}", report.conflicts);
+    assert_eq!(report.conflicts[0]["userName"], "erik.eng@contoso.example");
+    assert_eq!(report.conflicts[0]["source_id"], ids.engineer.as_str());
+    assert_eq!(report.conflicts[0]["held_by"], "a user provisioned by SCIM push");
+    let still = server.get(&format!("/scim/v2/Users/{}", pushed["id"].as_str().unwrap())).await;
+    assert_eq!(still.body["name"], pushed["name"], "never overwritten");
+    assert!(still.body.get("externalId").is_none());
+    assert_eq!(user_by_external_id(&server, &ids.engineer).await, None, "never merged");
 }
