@@ -79,6 +79,7 @@ pub fn start(store: Store, config: Config, listener: TcpListener) -> Result<Runn
             .wrap(http::trim_trailing_slash())
             .wrap(http::tracing_logger())
             .wrap_fn(http::request_id)
+            .wrap_fn(http::metrics::observe)
     })
     .listen(listener)
     .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))?

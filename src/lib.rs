@@ -16,6 +16,7 @@ pub mod encryption;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod scim;
 pub mod store;
 pub mod sync;

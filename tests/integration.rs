@@ -4,5 +4,6 @@ mod support;
 
 mod admin;
 mod cli;
+mod ops;
 mod scim;
 mod sync;

@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod metrics;
 pub mod rate_limit;
 pub mod search;
 pub mod users;
@@ -34,6 +35,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .service(only_get("/metrics", web::get().to(metrics::metrics)))
         .configure(admin::routes)
         .service(
             web::scope("/scim/v2")

@@ -121,6 +121,16 @@ impl Store {
         self.backend
     }
 
+    /// The connection pool's state, for `/metrics`.
+    pub fn pool_state(&self) -> crate::metrics::PoolState {
+        let state = self.pool.state();
+        crate::metrics::PoolState {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max_size: self.pool.max_size(),
+        }
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

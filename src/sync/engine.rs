@@ -173,6 +173,7 @@ impl Started {
         connection: &ConnectionRecord,
         progress: &Progress,
     ) -> Result<Report> {
+        let began = std::time::Instant::now();
         let connection_id = connection.id.clone();
         let run_id = self.run_id.clone();
         let mut run = Run {
@@ -236,6 +237,11 @@ impl Started {
             .await?;
         let report = if held { report } else { report.lost_lease() };
         let status = report.status;
+        let kind = match connection.config.kind {
+            Kind::Okta => "okta",
+            Kind::Entra => "entra",
+        };
+        crate::metrics::global().observe_sync_run(kind, mode, status, began.elapsed().as_secs_f64());
         tracing::info!(
             connection = %connection_id, run = %report.run_id, status, mode,
             created = report.counts.users_created, updated = report.counts.users_updated,

@@ -1,0 +1,3 @@
+//! Operating scimd: what a monitoring system scrapes.
+
+mod metrics;
