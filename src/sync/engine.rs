@@ -39,6 +39,12 @@ const PAGE: usize = 200;
 const BATCHES_PER_COMMIT: usize = 4;
 /// Groups whose members are read at once: Okta advises at most 2-4 requests in flight per org.
 const MEMBER_READS_IN_FLIGHT: usize = 4;
+/// Users staged per transaction while a run reads (see [`Stager`]): a mapped user holds its
+/// whole resource, so this bounds the memory of two transactions' worth (one buffered, one being
+/// written).
+const STAGE_USERS: usize = 2_000;
+/// Membership rows staged per transaction while a run reads (small rows).
+const STAGE_MEMBERS: usize = 20_000;
 /// Users asked for by id in one request (`id eq "…" or …`): keeps the URL near 2 KB.
 const AFFECTED_PER_REQUEST: usize = 40;
 
@@ -190,6 +196,7 @@ impl Started {
             watermark: None,
             groups_of_new_users: HashSet::new(),
             removed_users: BTreeSet::new(),
+            stager: Stager::new(store, &run_id, &connection_id),
         };
         // The lease is renewed while the run works; a run that lost it stops (between two
         // transactions: whatever it applied is whole).
@@ -299,6 +306,92 @@ struct Run<'a> {
     groups_of_new_users: HashSet<String>,
     /// Entra delta runs: users the source reports removed (`@removed`), by source id.
     removed_users: BTreeSet<String>,
+    /// Writes what the run reads into the stage.
+    stager: Stager,
+}
+
+/// Stages what a run reads in large transactions, one in flight while reading goes on. Each
+/// commit rewrites every stage index page it touched, and a commit per page or per group
+/// touched the same pages again and again; meanwhile the next page is fetched.
+struct Stager {
+    store: Store,
+    run_id: String,
+    connection_id: String,
+    users: Vec<MappedUser>,
+    /// (group, member users, nested groups), by source id.
+    members: Vec<(String, Vec<String>, Vec<String>)>,
+    member_rows: usize,
+    in_flight: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Stager {
+    fn new(store: &Store, run_id: &str, connection_id: &str) -> Stager {
+        Stager {
+            store: store.clone(),
+            run_id: run_id.to_string(),
+            connection_id: connection_id.to_string(),
+            users: Vec::new(),
+            members: Vec::new(),
+            member_rows: 0,
+            in_flight: None,
+        }
+    }
+
+    async fn users(&mut self, users: Vec<MappedUser>) -> Result<()> {
+        self.users.extend(users);
+        self.flush_when_full().await
+    }
+
+    async fn members(&mut self, group: String, members: Vec<String>, subgroups: Vec<String>) -> Result<()> {
+        self.member_rows += members.len() + subgroups.len() + 1;
+        self.members.push((group, members, subgroups));
+        self.flush_when_full().await
+    }
+
+    async fn flush_when_full(&mut self) -> Result<()> {
+        if self.users.len() >= STAGE_USERS || self.member_rows >= STAGE_MEMBERS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands what is buffered to the writer, once the previous write is done.
+    async fn flush(&mut self) -> Result<()> {
+        self.settle().await?;
+        if self.users.is_empty() && self.members.is_empty() {
+            return Ok(());
+        }
+        let (users, members) = (std::mem::take(&mut self.users), std::mem::take(&mut self.members));
+        self.member_rows = 0;
+        let (store, run, connection) = (self.store.clone(), self.run_id.clone(), self.connection_id.clone());
+        self.in_flight = Some(tokio::spawn(async move {
+            store
+                .write_bulk(move |conn, _| {
+                    sync_runs::stage_users(conn, &run, &connection, &users)?;
+                    for (group, users, subgroups) in &members {
+                        sync_runs::stage_members(conn, &run, group, users)?;
+                        sync_runs::stage_subgroups(conn, &run, group, subgroups)?;
+                    }
+                    Ok(())
+                })
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Waits for the write in flight.
+    async fn settle(&mut self) -> Result<()> {
+        match self.in_flight.take() {
+            Some(write) => write.await.map_err(|e| Error::internal("staging what a run read", e))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything buffered and waits for it: the stage then holds all that was read.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush().await?;
+        self.settle().await
+    }
 }
 
 /// The Okta client of a connection, with its API token or service-app key opened by the server
@@ -466,7 +559,9 @@ impl Run<'_> {
         match config(self.connection).kind {
             Kind::Okta => {
                 let client = okta_client(self.store, key, self.connection).await?;
-                self.read_source(&client, progress).await?;
+                let read = self.read_source(&client, progress).await;
+                // Whatever happened, nothing of this run is left being written.
+                self.stager.finish().await.and(read)?;
             }
             Kind::Entra => {
                 let client = graph_client(self.store, key, self.connection).await?;
@@ -474,6 +569,7 @@ impl Run<'_> {
                     Mode::EntraDelta(links) => self.read_entra_delta(&client, links, progress).await,
                     _ => self.read_entra(&client, progress).await,
                 };
+                read = self.stager.finish().await.and(read);
                 if matches!(&read, Err(error) if graph::is_delta_expired(error)) {
                     // Graph keeps delta state for 7 days, and may reset it: start over with a
                     // full read, which also gives the next delta run fresh links.
@@ -486,6 +582,7 @@ impl Run<'_> {
                     self.removed_users.clear();
                     self.groups_of_new_users.clear();
                     read = self.read_entra(&client, progress).await;
+                    read = self.stager.finish().await.and(read);
                 }
                 // Said even when the run fails: the admin must mend the primary credential.
                 self.warnings.extend(client.fallback_used());
@@ -613,17 +710,17 @@ impl Run<'_> {
                 self.note_affected(group, &members, &mut affected).await?;
             }
             if group.members_read {
-                let members: Vec<String> = members.into_iter().collect();
-                let (run, source) = (self.run_id.clone(), group.source_id.clone());
-                self.store
-                    .write_bulk(move |conn, _| sync_runs::stage_members(conn, &run, &source, &members))
+                self.stager
+                    .members(group.source_id.clone(), members.into_iter().collect(), Vec::new())
                     .await?;
             }
         }
+        self.stager.finish().await?;
         let run = self.run_id.clone();
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
         if let Mode::Delta { .. } = self.mode {
             self.stage_affected_users(client, affected, progress).await?;
+            self.stager.finish().await?;
             let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
             self.groups_of_new_users = self
                 .store
@@ -691,9 +788,8 @@ impl Run<'_> {
         self.stage_mapped(mapped).await
     }
 
-    async fn stage_mapped(&self, mapped: Vec<MappedUser>) -> Result<()> {
-        let (run, connection) = (self.run_id.clone(), self.connection.id.clone());
-        self.store.write_bulk(move |conn, _| sync_runs::stage_users(conn, &run, &connection, &mapped)).await
+    async fn stage_mapped(&mut self, mapped: Vec<MappedUser>) -> Result<()> {
+        self.stager.users(mapped).await
     }
 
     /// Warns of each group the allow/deny rules name that is not among `groups` (all the
@@ -847,6 +943,7 @@ impl Run<'_> {
         let mut affected = BTreeSet::new();
         self.stage_entra_groups(client, groups, Some(&mut affected)).await?;
         self.stage_affected_entra_users(client, affected, progress).await?;
+        self.stager.finish().await?;
         let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
         self.groups_of_new_users = self
             .store
@@ -879,14 +976,7 @@ impl Run<'_> {
         let mut read = HashMap::new();
         while let Some((group, nested)) = listings.next().await {
             let (members, subgroups) = nested?;
-            let run = self.run_id.clone();
-            let (id, staged_members) = (group.clone(), members.iter().cloned().collect::<Vec<_>>());
-            self.store
-                .write_bulk(move |conn, _| {
-                    sync_runs::stage_members(conn, &run, &id, &staged_members)?;
-                    sync_runs::stage_subgroups(conn, &run, &id, &subgroups)
-                })
-                .await?;
+            self.stager.members(group.clone(), members.iter().cloned().collect(), subgroups).await?;
             if affected.is_some() {
                 read.insert(group, members);
             }
@@ -897,6 +987,7 @@ impl Run<'_> {
                 self.note_affected(group, read.get(&group.source_id).unwrap_or(&none), affected).await?;
             }
         }
+        self.stager.finish().await?;
         let run = self.run_id.clone();
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await
     }
@@ -967,7 +1058,8 @@ impl Run<'_> {
     }
 
     /// The users among `ids` this run has not staged, nor reported removed.
-    async fn not_staged(&self, ids: BTreeSet<String>) -> Result<Vec<String>> {
+    async fn not_staged(&mut self, ids: BTreeSet<String>) -> Result<Vec<String>> {
+        self.stager.finish().await?;
         let removed = self.removed_users.clone();
         let (run, ids) =
             (self.run_id.clone(), ids.into_iter().filter(|id| !removed.contains(id)).collect::<Vec<_>>());
