@@ -1,5 +1,10 @@
 # Multi-stage build: compile in the Rust image, run in a slim Debian image as a non-root user.
 FROM rust:1.95-bookworm AS build
+# SAML sign-in verifies XML signatures with libxmlsec1 (samael generates its bindings with libclang).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        libxml2-dev libxmlsec1-dev libxmlsec1-openssl libssl-dev pkg-config libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo .cargo
@@ -11,7 +16,7 @@ RUN cargo build --release --locked --bin scimd
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libxml2 libxmlsec1 libxmlsec1-openssl libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/scimd --create-home scimd
 COPY --from=build /src/target/release/scimd /usr/local/bin/scimd

@@ -26,11 +26,25 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// Seals importer credentials; `None` when the operator set no key.
     pub secret_key: Option<crate::encryption::SecretKey>,
+    /// Signs browser cookies; loaded from the database on first use (see `store::saml`).
+    pub cookie_key: Arc<tokio::sync::OnceCell<crate::saml::CookieKey>>,
 }
 
 impl AppState {
     pub fn registry(&self) -> &Registry {
         self.store.registry()
+    }
+
+    /// The key that signs cookies, shared by all instances through the database.
+    pub async fn cookie_key(&self) -> Result<&crate::saml::CookieKey> {
+        self.cookie_key
+            .get_or_try_init(|| async { Ok(crate::saml::CookieKey::new(&self.store.cookie_key().await?)) })
+            .await
+    }
+
+    /// Whether cookies carry `Secure`: when the public URL is https, unless turned off.
+    pub fn secure_cookies(&self) -> bool {
+        self.base_url.starts_with("https://") && self.config.session.secure_cookies
     }
 
     pub fn page_limits(&self) -> PageLimits {
@@ -68,6 +82,7 @@ pub fn start(store: Store, config: Config, listener: TcpListener) -> Result<Runn
         base_url: config.base_url(Some(addr)),
         rate_limiter: Arc::new(RateLimiter::new(&config.rate_limit)),
         secret_key: config.secret_key()?,
+        cookie_key: Arc::default(),
         store,
         config,
     });

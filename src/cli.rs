@@ -61,6 +61,36 @@ pub enum Command {
     /// Run a connection's sync now, or show run history.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// SAML sign-in of a directory's people through their IdP.
+    #[command(subcommand)]
+    Saml(SamlCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SamlCommand {
+    /// Set the directory's IdP (replacing any earlier one): its SSO URL and signing certificate,
+    /// or its metadata file.
+    Configure {
+        directory: String,
+        /// The IdP's HTTP-Redirect single sign-on URL.
+        #[arg(long)]
+        sso_url: Option<String>,
+        /// The IdP's signing certificate (PEM).
+        #[arg(long)]
+        certificate_file: Option<std::path::PathBuf>,
+        /// The Issuer of the IdP's Responses.
+        #[arg(long)]
+        idp_entity_id: Option<String>,
+        /// The assertion attribute matched to userName, or NameID.
+        #[arg(long, default_value = crate::saml::NAME_ID)]
+        user_attribute: String,
+        /// Accept sign-ins started at the IdP (off by default).
+        #[arg(long)]
+        allow_idp_initiated: bool,
+        /// IdP metadata XML, instead of --sso-url, --certificate-file and --idp-entity-id.
+        #[arg(long, conflicts_with_all = ["sso_url", "certificate_file", "idp_entity_id"])]
+        metadata_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +341,10 @@ fn run_other(cli: Cli, config: Config) -> Result<()> {
             let store = migrated_store(&config)?;
             connection_command(&store, &config, command)
         }
+        Command::Saml(command) => {
+            let store = migrated_store(&config)?;
+            saml_command(&store, &config, command)
+        }
         Command::SecretKey(SecretKeyCommand::Generate) => {
             println!("{}", crate::encryption::SecretKey::generate_hex());
             eprintln!(
@@ -319,6 +353,45 @@ fn run_other(cli: Cli, config: Config) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn saml_command(store: &Store, config: &Config, command: SamlCommand) -> Result<()> {
+    let SamlCommand::Configure {
+        directory,
+        sso_url,
+        certificate_file,
+        idp_entity_id,
+        user_attribute,
+        allow_idp_initiated,
+        metadata_file,
+    } = command;
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    let settings = match metadata_file {
+        Some(path) => {
+            crate::saml::IdpSettings::from_metadata(&read(&path)?, user_attribute, allow_idp_initiated)?
+        }
+        None => crate::saml::IdpSettings {
+            sso_url: sso_url.unwrap_or_default(),
+            certificate_pem: match certificate_file {
+                Some(path) => read(&path)?,
+                None => String::new(),
+            },
+            idp_entity_id: idp_entity_id.unwrap_or_default(),
+            user_attribute,
+            allow_idp_initiated,
+        },
+    };
+    let slug = directory.clone();
+    store.write_now(move |conn, _| crate::store::saml::configure(conn, &Actor::Cli, &slug, &settings))?;
+    let sp = crate::saml::SpUrls::of(&config.base_url(None), &directory);
+    println!("SAML sign-in configured for directory '{directory}'");
+    println!("SP entity id / metadata URL: {}", sp.entity_id);
+    println!("ACS URL (HTTP-POST):         {}", sp.acs_url);
+    println!("sign-in starts at:           {}", sp.login_url);
+    Ok(())
 }
 
 fn migrated_store(config: &Config) -> Result<Store> {

@@ -24,6 +24,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub audit: AuditConfig,
     pub sync: SyncConfig,
+    pub session: SessionConfig,
 }
 
 /// A configuration value that must never be printed; Debug shows whether it is set.
@@ -66,6 +67,14 @@ pub struct SyncConfig {
     pub lease_ttl_secs: u64,
 }
 
+/// Browser sessions after SAML sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    pub ttl_secs: u64,
+    pub secure_cookies: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -103,6 +112,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig { requests_per_second: 100, burst: 200 },
             audit: AuditConfig { retention_days: 365 },
             sync: SyncConfig { scheduler: true, scheduler_tick_secs: 30, lease_ttl_secs: 120 },
+            session: SessionConfig { ttl_secs: 8 * 3600, secure_cookies: true },
         }
     }
 }
@@ -151,6 +161,9 @@ impl Config {
         }
         if self.sync.lease_ttl_secs == 0 {
             return Err(Error::Config("sync.lease_ttl_secs must be at least 1".into()));
+        }
+        if self.session.ttl_secs == 0 {
+            return Err(Error::Config("session.ttl_secs must be at least 1".into()));
         }
         if !self.public_url.is_empty() && url::Url::parse(&self.public_url).is_err() {
             return Err(Error::Config(format!("public_url '{}' is not an absolute URL", self.public_url)));

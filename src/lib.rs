@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod saml;
 pub mod scim;
 pub mod store;
 pub mod sync;

@@ -5,5 +5,6 @@ mod support;
 mod admin;
 mod cli;
 mod ops;
+mod saml;
 mod scim;
 mod sync;

@@ -99,6 +99,13 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     .route(web::get().to(connection_runs))
                     .default_service(only("GET")),
             )
+            .service(
+                web::resource("/directories/{slug}/saml")
+                    .route(web::get().to(get_saml))
+                    .route(web::put().to(put_saml))
+                    .route(web::delete().to(delete_saml))
+                    .default_service(only("GET, PUT, DELETE")),
+            )
             .service(web::resource("/audit").route(web::get().to(audit_log)).default_service(only("GET")))
             .default_service(web::to(not_found)),
     );
@@ -583,4 +590,73 @@ fn entry_json(entry: &audit::Entry) -> Value {
         "operation": entry.operation,
         "details": entry.details,
     })
+}
+
+/// `PUT /directories/{slug}/saml`: the IdP's settings, or its metadata.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutSaml {
+    sso_url: Option<String>,
+    certificate_pem: Option<String>,
+    idp_entity_id: Option<String>,
+    user_attribute: Option<String>,
+    #[serde(default)]
+    allow_idp_initiated: bool,
+    metadata_xml: Option<String>,
+}
+
+fn saml_json(state: &AppState, slug: &str, idp: &crate::saml::IdpSettings) -> Value {
+    let sp = crate::saml::SpUrls::of(&state.base_url, slug);
+    json!({
+        "sso_url": idp.sso_url,
+        "certificate_pem": idp.certificate_pem,
+        "idp_entity_id": idp.idp_entity_id,
+        "user_attribute": idp.user_attribute,
+        "allow_idp_initiated": idp.allow_idp_initiated,
+        "sp_entity_id": sp.entity_id,
+        "sp_metadata_url": sp.entity_id,
+        "acs_url": sp.acs_url,
+        "login_url": sp.login_url,
+    })
+}
+
+async fn put_saml(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    slug: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let request: PutSaml = parse(body)?;
+    let user_attribute = request.user_attribute.unwrap_or_else(|| crate::saml::NAME_ID.to_string());
+    let settings = match request.metadata_xml {
+        Some(xml) => {
+            crate::saml::IdpSettings::from_metadata(&xml, user_attribute, request.allow_idp_initiated)?
+        }
+        None => crate::saml::IdpSettings {
+            sso_url: request.sso_url.unwrap_or_default(),
+            certificate_pem: request.certificate_pem.unwrap_or_default(),
+            idp_entity_id: request.idp_entity_id.unwrap_or_default(),
+            user_attribute,
+            allow_idp_initiated: request.allow_idp_initiated,
+        },
+    };
+    let slug = slug.into_inner();
+    let saved = state.store.configure_saml(Actor::AdminToken(admin.0), slug.clone(), settings).await?;
+    Ok(ok(StatusCode::OK, saml_json(&state, &slug, &saved)))
+}
+
+async fn get_saml(state: web::Data<AppState>, _: AdminToken, slug: web::Path<String>) -> AdminResult {
+    let slug = slug.into_inner();
+    match state.store.find_saml_idp(slug.clone()).await? {
+        Some((_, Some(idp))) => Ok(ok(StatusCode::OK, saml_json(&state, &slug, &idp))),
+        Some((_, None)) => {
+            Err(Error::NotFound(format!("directory '{slug}' has no SAML IdP configured")).into())
+        }
+        None => Err(Error::NotFound(format!("no directory '{slug}'")).into()),
+    }
+}
+
+async fn delete_saml(state: web::Data<AppState>, admin: AdminToken, slug: web::Path<String>) -> AdminResult {
+    state.store.remove_saml(Actor::AdminToken(admin.0), slug.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

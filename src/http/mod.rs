@@ -9,8 +9,10 @@ pub mod discovery;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod lookup;
 pub mod metrics;
 pub mod rate_limit;
+pub mod saml;
 pub mod search;
 pub mod users;
 
@@ -37,6 +39,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .service(only_get("/metrics", web::get().to(metrics::metrics)))
         .configure(admin::routes)
+        .configure(saml::routes)
+        .configure(lookup::routes)
         .service(
             web::scope("/scim/v2")
                 .service(only_get(

@@ -26,6 +26,8 @@ pub enum Actor {
     Cli,
     /// scimd itself: the first-start bootstrap, retention.
     System,
+    /// A person signing in through the directory's IdP (SAML), before they are known.
+    SignIn,
 }
 
 impl Actor {
@@ -36,6 +38,7 @@ impl Actor {
             Actor::Importer { .. } => "importer",
             Actor::Cli => "cli",
             Actor::System => "system",
+            Actor::SignIn => "sign_in",
         }
     }
 
@@ -44,7 +47,7 @@ impl Actor {
             Actor::Key(id) => Some(id.as_str()),
             Actor::AdminToken(id) => Some(id.as_str()),
             Actor::Importer { run, .. } => Some(run),
-            Actor::Cli | Actor::System => None,
+            Actor::Cli | Actor::System | Actor::SignIn => None,
         }
     }
 }
@@ -61,10 +64,12 @@ pub enum ResourceType {
     AdminToken,
     /// A pull-sync connection (its configuration; never its secrets).
     Connection,
+    /// A directory's SAML IdP settings, and sign-ins through it.
+    Saml,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 7] = [
+    pub const ALL: [ResourceType; 8] = [
         ResourceType::User,
         ResourceType::Group,
         ResourceType::Membership,
@@ -72,6 +77,7 @@ impl ResourceType {
         ResourceType::Key,
         ResourceType::AdminToken,
         ResourceType::Connection,
+        ResourceType::Saml,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +89,7 @@ impl ResourceType {
             ResourceType::Key => "key",
             ResourceType::AdminToken => "admin_token",
             ResourceType::Connection => "connection",
+            ResourceType::Saml => "saml",
         }
     }
 

@@ -252,6 +252,45 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    saml_idps (directory_id) {
+        directory_id -> Text,
+        sso_url -> Text,
+        certificate_pem -> Text,
+        idp_entity_id -> Text,
+        user_attribute -> Text,
+        allow_idp_initiated -> Bool,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    saml_replays (id) {
+        id -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    web_sessions (id_hash) {
+        id_hash -> Text,
+        directory_id -> Text,
+        user_id -> Text,
+        csrf_token -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    web_keys (name) {
+        name -> Text,
+        secret -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(directory_keys -> directories (directory_id));
 diesel::joinable!(secrets -> directories (directory_id));
 diesel::joinable!(connections -> directories (directory_id));
@@ -284,5 +323,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     user_values,
     groups,
-    group_members
+    group_members,
+    saml_idps,
+    saml_replays,
+    web_sessions,
+    web_keys
 );

@@ -8,6 +8,7 @@ pub mod db;
 pub mod fake_graph;
 pub mod fake_okta;
 pub mod snapshot;
+pub mod test_idp;
 
 use std::net::TcpListener;
 use std::sync::OnceLock;
