@@ -15,7 +15,8 @@ use super::error::status_and_detail;
 use super::query_pairs;
 use crate::app::AppState;
 use crate::error::Error;
-use crate::saml::{self, Expected, PendingSignIn, Refusal, SpUrls};
+use crate::saml::{self, Expected, IdpSettings, PendingSignIn, Refusal, SpUrls};
+use crate::store::directories::Directory;
 use crate::store::now_millis;
 use crate::store::saml::{NewSession, SessionUser};
 
@@ -147,6 +148,17 @@ async fn metadata(state: web::Data<AppState>, slug: web::Path<String>, request: 
     }
 }
 
+/// What a sign-in at `slug` needs: the directory, its IdP, and the key that signs cookies.
+async fn sign_in_setup<'a>(
+    state: &'a AppState,
+    slug: &str,
+) -> Result<(Directory, IdpSettings, &'a saml::CookieKey), Error> {
+    let Some((directory, Some(idp))) = state.store.find_saml_idp(slug.to_string()).await? else {
+        return Err(Error::NotFound(format!("sign-in is not set up for directory '{slug}'")));
+    };
+    Ok((directory, idp, state.cookie_key().await?))
+}
+
 async fn login(state: web::Data<AppState>, slug: web::Path<String>, request: HttpRequest) -> HttpResponse {
     let slug = slug.into_inner();
     let mut return_to = format!("/d/{slug}/");
@@ -166,18 +178,8 @@ async fn login(state: web::Data<AppState>, slug: web::Path<String>, request: Htt
             }
         }
     }
-    let idp = match state.store.find_saml_idp(slug.clone()).await {
-        Ok(Some((_, Some(idp)))) => idp,
-        Ok(_) => {
-            return error_answer(
-                &request,
-                &Error::NotFound(format!("sign-in is not set up for directory '{slug}'")),
-            )
-        }
-        Err(error) => return error_answer(&request, &error),
-    };
-    let key = match state.cookie_key().await {
-        Ok(key) => key,
+    let (_, idp, key) = match sign_in_setup(&state, &slug).await {
+        Ok(setup) => setup,
         Err(error) => return error_answer(&request, &error),
     };
     let pending = PendingSignIn {
@@ -223,18 +225,8 @@ async fn acs(
     request: HttpRequest,
 ) -> HttpResponse {
     let slug = slug.into_inner();
-    let (directory, idp) = match state.store.find_saml_idp(slug.clone()).await {
-        Ok(Some((directory, Some(idp)))) => (directory, idp),
-        Ok(_) => {
-            return error_answer(
-                &request,
-                &Error::NotFound(format!("sign-in is not set up for directory '{slug}'")),
-            )
-        }
-        Err(error) => return error_answer(&request, &error),
-    };
-    let key = match state.cookie_key().await {
-        Ok(key) => key,
+    let (directory, idp, key) = match sign_in_setup(&state, &slug).await {
+        Ok(setup) => setup,
         Err(error) => return error_answer(&request, &error),
     };
     // The sign-in this browser started, if the RelayState names it.
@@ -292,7 +284,7 @@ pub async fn session_of(
     state: &AppState,
     request: &HttpRequest,
     slug: &str,
-) -> Result<Option<(crate::store::directories::Directory, SessionUser, String)>, Error> {
+) -> Result<Option<(Directory, SessionUser, String)>, Error> {
     let Some(id) = session_id(state, request).await? else { return Ok(None) };
     let Some((directory, _)) = state.store.find_saml_idp(slug.to_string()).await? else {
         return Err(Error::NotFound(format!("no directory '{slug}'")));

@@ -134,7 +134,8 @@ fn record(conn: &mut DbConn, row: ConnectionRow) -> Result<ConnectionRecord> {
     })
 }
 
-fn change<'a>(
+/// The audit entry of a change to connection `id` (also a consent's, see `consents`).
+pub(super) fn change<'a>(
     directory: &'a DirectoryId,
     id: &'a str,
     operation: &'static str,

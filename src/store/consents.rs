@@ -6,12 +6,12 @@
 use diesel::prelude::*;
 use serde_json::json;
 
-use super::audit::{self, Actor, ResourceType};
+use super::audit::{self, Actor};
 use super::schema::{connection_consents, consent_requests};
 use super::{connections, now_millis, secrets, DbConn};
 use crate::encryption::{Sealed, SecretKey};
 use crate::error::{Error, Result};
-use crate::ids::{AdminTokenId, DirectoryId};
+use crate::ids::AdminTokenId;
 use crate::sync::connection::refresh_token_name;
 
 /// How long an authorize link works: Microsoft's sign-in and consent take a minute or two.
@@ -100,20 +100,7 @@ fn context(id: &str) -> String {
     format!("consent_requests/{id}")
 }
 
-fn change<'a>(
-    directory: &'a DirectoryId,
-    id: &'a str,
-    operation: &'static str,
-    details: serde_json::Value,
-) -> audit::Change<'a> {
-    audit::Change {
-        directory: Some(directory),
-        resource_type: ResourceType::Connection,
-        resource_id: id,
-        operation,
-        details,
-    }
-}
+use super::connections::change;
 
 /// Stores a consent request made by `actor`; returns when it expires. Expired requests of any
 /// connection are dropped on the way.

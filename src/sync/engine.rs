@@ -720,17 +720,24 @@ impl Run<'_> {
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
         if let Mode::Delta { .. } = self.mode {
             self.stage_affected_users(client, affected, progress).await?;
-            self.stager.finish().await?;
-            let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
-            self.groups_of_new_users = self
-                .store
-                .write_bulk(move |conn, _| {
-                    source_mirror::complete_stage(conn, &connection, &run)?;
-                    source_mirror::groups_of_new_users(conn, &connection, &run)
-                })
-                .await?;
+            self.complete_delta_stage().await?;
         }
         self.watermark = client.first_answer_at().and_then(okta_timestamp);
+        Ok(())
+    }
+
+    /// Ends a delta run's reading: the stage is completed from the mirror (see
+    /// `source_mirror::complete_stage`), and the groups of the users it will create noted.
+    async fn complete_delta_stage(&mut self) -> Result<()> {
+        self.stager.finish().await?;
+        let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
+        self.groups_of_new_users = self
+            .store
+            .write_bulk(move |conn, _| {
+                source_mirror::complete_stage(conn, &connection, &run)?;
+                source_mirror::groups_of_new_users(conn, &connection, &run)
+            })
+            .await?;
         Ok(())
     }
 
@@ -943,15 +950,7 @@ impl Run<'_> {
         let mut affected = BTreeSet::new();
         self.stage_entra_groups(client, groups, Some(&mut affected)).await?;
         self.stage_affected_entra_users(client, affected, progress).await?;
-        self.stager.finish().await?;
-        let (connection, run) = (self.connection.id.clone(), self.run_id.clone());
-        self.groups_of_new_users = self
-            .store
-            .write_bulk(move |conn, _| {
-                source_mirror::complete_stage(conn, &connection, &run)?;
-                source_mirror::groups_of_new_users(conn, &connection, &run)
-            })
-            .await?;
+        self.complete_delta_stage().await?;
         self.watermark = Some(delta_state(&graph::DeltaLinks { users: users_link, groups: groups_link })?);
         Ok(())
     }
