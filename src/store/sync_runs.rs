@@ -111,6 +111,32 @@ pub fn last_success_started(conn: &mut DbConn, connection_id: &str) -> Result<Op
         .first::<Option<i64>>(conn)?)
 }
 
+/// The source ids of the users the connection's last successful run could not import because
+/// another record held their userName: a delta run reads them again, since the holder may have
+/// gone without the source reporting any change.
+pub fn last_conflicts(conn: &mut DbConn, connection_id: &str) -> Result<Vec<String>> {
+    let report: Option<String> = sync_runs::table
+        .filter(sync_runs::connection_id.eq(connection_id))
+        .filter(sync_runs::status.eq("succeeded"))
+        .order(sync_runs::started_at.desc())
+        .select(sync_runs::report)
+        .first(conn)
+        .optional()?;
+    let Some(report) = report else { return Ok(Vec::new()) };
+    let report: Value =
+        serde_json::from_str(&report).map_err(|e| Error::internal("reading a run's report", e))?;
+    Ok(report["conflicts"]
+        .as_array()
+        .map(|conflicts| {
+            conflicts
+                .iter()
+                .filter(|c| c.get("userName").is_some())
+                .filter_map(|c| c["source_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The scimd ids of the users a connection owns, by source id.
 pub fn owned_ids(
     conn: &mut DbConn,

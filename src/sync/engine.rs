@@ -719,11 +719,18 @@ impl Run<'_> {
         let run = self.run_id.clone();
         self.store.write_bulk(move |conn, _| sync_runs::stage_groups(conn, &run, &groups)).await?;
         if let Mode::Delta { .. } = self.mode {
+            affected.extend(self.last_conflicts().await?);
             self.stage_affected_users(client, affected, progress).await?;
             self.complete_delta_stage().await?;
         }
         self.watermark = client.first_answer_at().and_then(okta_timestamp);
         Ok(())
+    }
+
+    /// The users the last successful run reported in conflict (see `sync_runs::last_conflicts`).
+    async fn last_conflicts(&self) -> Result<Vec<String>> {
+        let connection = self.connection.id.clone();
+        self.store.read(move |conn, _| sync_runs::last_conflicts(conn, &connection)).await
     }
 
     /// Ends a delta run's reading: the stage is completed from the mirror (see
@@ -949,6 +956,7 @@ impl Run<'_> {
         let groups: Vec<StagedGroup> = groups.into_values().collect();
         let mut affected = BTreeSet::new();
         self.stage_entra_groups(client, groups, Some(&mut affected)).await?;
+        affected.extend(self.last_conflicts().await?);
         self.stage_affected_entra_users(client, affected, progress).await?;
         self.complete_delta_stage().await?;
         self.watermark = Some(delta_state(&graph::DeltaLinks { users: users_link, groups: groups_link })?);

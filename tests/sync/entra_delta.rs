@@ -20,6 +20,7 @@ on_both_backends!(
     a_change_inside_a_nested_group_reaches_the_groups_it_is_nested_in,
     an_expired_delta_link_falls_back_to_a_full_read_with_a_warning,
     removals_in_a_delta_run_count_for_the_brake,
+    a_username_freed_in_scimd_reaches_the_next_delta_run,
     delta_and_full_runs_reach_the_same_directory_after_random_changes,
 );
 
@@ -439,4 +440,26 @@ fn mutate(tenant: &mut Tenant, rules: &Groups, rng: &mut Xoshiro256PlusPlus, fre
             }
         }
     }
+}
+
+/// A user in conflict with a pushed user is imported by the first delta run after the pushed
+/// user is gone, though nothing changed in the tenant.
+async fn a_username_freed_in_scimd_reaches_the_next_delta_run(server: TestServer) {
+    let mut tenant = Tenant::empty();
+    let groups = add_rule_groups(&mut tenant);
+    let ann = GraphUser::new("ann.x@contoso.example");
+    let ann_id = ann.id.clone();
+    tenant.add_user(ann);
+    tenant.add_member(&groups.eng_all, &ann_id);
+    let pushed = server.create_user(crate::support::user_body("ann.x@contoso.example")).await;
+    let fake = FakeGraph::start(tenant);
+    let connection = connect(&server, &fake, "acme");
+    assert_eq!(run(&server, &connection, false).await.conflicts.len(), 1);
+    let still = run(&server, &connection, false).await;
+    assert_eq!((still.mode, still.conflicts.len()), ("delta", 1), "{still:?}");
+    let deleted = server.delete(&format!("/scim/v2/Users/{}", pushed["id"].as_str().unwrap())).await;
+    assert_eq!(deleted.status, 204);
+    let freed = run(&server, &connection, false).await;
+    assert_eq!((freed.mode, freed.counts.users_created), ("delta", 1), "{freed:?}");
+    assert_eq!(user(&server, &ann_id).await.unwrap()["userName"], "ann.x@contoso.example");
 }

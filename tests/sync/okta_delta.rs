@@ -17,6 +17,7 @@ on_both_backends!(
     a_membership_change_alone_reaches_the_user_in_a_delta_run,
     changed_settings_and_dry_runs_keep_the_delta_honest,
     delta_and_full_runs_reach_the_same_directory_after_random_changes,
+    a_username_freed_in_scimd_reaches_the_next_delta_run,
 );
 
 const ENG: &str = "00gdeltaeng00000000697";
@@ -321,4 +322,30 @@ fn mutate(org: &mut Org, rng: &mut Xoshiro256PlusPlus, fresh: &mut usize) {
             }
         }
     }
+}
+
+/// A user in conflict with a pushed user stays in conflict in delta runs, and is imported by
+/// the first delta run after the pushed user is gone, though nothing changed in Okta.
+async fn a_username_freed_in_scimd_reaches_the_next_delta_run(server: TestServer) {
+    let fake = FakeOkta::start(org(20, 5));
+    let (id, login) = fake.read(|org| {
+        let user = org.users.iter().find(|u| u.status == "ACTIVE").unwrap();
+        (user.id.clone(), user.profile["login"].as_str().unwrap().to_string())
+    });
+    let pushed = server.create_user(crate::support::user_body(&login)).await;
+    let connection = connect(&server, &fake, "acme", json!({}));
+    let first = run(&server, &connection, false, false).await;
+    assert_eq!(first.conflicts.len(), 1, "{first:?}");
+    let second = run(&server, &connection, false, false).await;
+    assert_eq!((second.mode, second.conflicts.len()), ("delta", 1), "still reported: {second:?}");
+    let deleted = server.delete(&format!("/scim/v2/Users/{}", pushed["id"].as_str().unwrap())).await;
+    assert_eq!(deleted.status, 204);
+    let third = run(&server, &connection, false, false).await;
+    assert_eq!((third.mode, third.counts.users_created), ("delta", 1), "{third:?}");
+    assert!(third.conflicts.is_empty(), "{third:?}");
+    let filter = format!("externalId eq \"{id}\"");
+    let reply = server
+        .send(server.request(reqwest::Method::GET, "/scim/v2/Users").query(&[("filter", filter)]))
+        .await;
+    assert_eq!(reply.body["Resources"][0]["userName"], login.as_str());
 }
