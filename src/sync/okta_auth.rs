@@ -4,10 +4,14 @@
 //! and, when the app demands DPoP (the default since 2024), binds the token to a key pair made
 //! here and proves possession of it on every call.
 //!
-//! Whether DPoP is needed is learned from Okta's first refusal and kept, with its nonce, for the
-//! client's life. The token is cached until shortly before it expires; a 401 drops it (see
-//! [`Authorizer::discard`]). Claims, proofs and remedies are pure functions, tested below.
+//! Whether DPoP is needed is learned from Okta's first refusal and kept, with its nonce. The
+//! token is cached until shortly before it expires; a 401 drops it (see
+//! [`Authorizer::discard`]). Token, DPoP key and nonce belong to the process, not to one run:
+//! runs of the same app (a server's scheduled runs) share them (see [`shared_state`]). Claims,
+//! proofs and remedies are pure functions, tested below.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -111,15 +115,17 @@ impl Authorizer {
                 // A public key in PEM parses as well, and fails only when it signs.
                 jsonwebtoken::crypto::sign(b"probe", &assertion_key, Algorithm::RS256)
                     .map_err(|e| unusable_key(&e))?;
+                let (token_url, scope) = (token_url(org_url), app.scopes().join(" "));
+                let shared =
+                    shared_state(&token_url, &app.client_id, &app.key_id, &scope, &app.private_key_pem);
                 Scheme::ServiceApp(Box::new(OAuth {
                     http,
-                    token_url: token_url(org_url),
-                    scope: app.scopes().join(" "),
+                    token_url,
+                    scope,
                     client_id: app.client_id,
                     key_id: app.key_id,
                     assertion_key,
-                    dpop_key: tokio::sync::OnceCell::new(),
-                    state: tokio::sync::Mutex::default(),
+                    shared,
                 }))
             }
         };
@@ -141,7 +147,7 @@ impl Authorizer {
     /// an API token stays refused.
     pub async fn discard(&self, used: &Authorization) -> bool {
         let (Scheme::ServiceApp(oauth), Some(used)) = (&self.scheme, &used.token) else { return false };
-        let mut state = oauth.state.lock().await;
+        let mut state = oauth.shared.state.lock().await;
         if state.token.as_ref().is_some_and(|t| t.value == *used) {
             state.token = None;
         }
@@ -205,10 +211,33 @@ struct OAuth {
     /// Space-separated.
     scope: String,
     assertion_key: EncodingKey,
+    shared: Arc<SharedState>,
+}
+
+/// What every client of one service app (org, app, key, scopes) in this process shares.
+#[derive(Default)]
+struct SharedState {
     /// Made on first need: apps without DPoP never pay for an RSA key generation.
     dpop_key: tokio::sync::OnceCell<DpopKey>,
     /// Held across a token exchange, so that concurrent calls wait for one new token.
     state: tokio::sync::Mutex<TokenState>,
+}
+
+/// The state clients of the same service app share: a run reuses the token (and DPoP key and
+/// nonce) an earlier run of the app got, while it is good, instead of asking Okta's token
+/// endpoint (rate-limited like the rest) once a run. A changed key or scope is another app.
+fn shared_state(
+    token_url: &str,
+    client_id: &str,
+    key_id: &str,
+    scope: &str,
+    key_pem: &str,
+) -> Arc<SharedState> {
+    static SHARED: LazyLock<Mutex<HashMap<String, Arc<SharedState>>>> = LazyLock::new(Mutex::default);
+    let key_hash = hex::encode(Sha256::digest(key_pem.as_bytes()));
+    let name = format!("{token_url} {client_id} {key_id} {scope} {key_hash}");
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    shared.entry(name).or_default().clone()
 }
 
 #[derive(Default)]
@@ -248,7 +277,7 @@ impl OAuth {
     }
 
     async fn token(&self) -> Result<AccessToken> {
-        let mut state = self.state.lock().await;
+        let mut state = self.shared.state.lock().await;
         if let Some(token) = state.token.clone().filter(|t| Instant::now() < t.renew_at) {
             return Ok(token);
         }
@@ -258,7 +287,8 @@ impl OAuth {
     }
 
     async fn dpop_key(&self) -> Result<&DpopKey> {
-        self.dpop_key
+        self.shared
+            .dpop_key
             .get_or_try_init(|| async {
                 tokio::task::spawn_blocking(DpopKey::generate)
                     .await

@@ -21,7 +21,7 @@ use scimd::sync::okta::{Caps, OktaClient};
 use scimd::sync::okta_auth::{self, Credentials};
 
 on_both_backends!(
-    a_service_app_imports_with_one_bearer_token_per_run,
+    a_service_app_imports_with_one_bearer_token_until_it_expires,
     a_service_app_that_requires_dpop_imports_with_bound_tokens,
     a_refused_access_token_is_replaced_once_per_call,
     a_wrong_key_id_or_key_fails_the_run_with_the_remedy_and_writes_nothing,
@@ -127,7 +127,7 @@ async fn total_users(server: &TestServer) -> Value {
     server.get("/scim/v2/Users?count=1").await.body["totalResults"].clone()
 }
 
-async fn a_service_app_imports_with_one_bearer_token_per_run(server: TestServer) {
+async fn a_service_app_imports_with_one_bearer_token_until_it_expires(server: TestServer) {
     let fake = FakeOkta::start(org());
     register(&fake, &READ_USERS_AND_GROUPS, false);
     let connection = connect(&server, &fake, "okta-app", KEY_ID, &keys()[0], None);
@@ -147,7 +147,12 @@ async fn a_service_app_imports_with_one_bearer_token_per_run(server: TestServer)
     assert_eq!(used.len(), 1, "{used:?}");
     assert!(used.iter().all(|a| a.starts_with("Bearer ")), "{used:?}");
 
-    // An hour later: the next run gets a token of its own.
+    // The next run (a server's next scheduled run) uses the same token while it is good.
+    let next = run(&server, &connection).await;
+    assert_eq!(next.status, "succeeded", "{next:?}");
+    assert_eq!(token_requests(&fake), 1, "the token endpoint is rate-limited too");
+
+    // An hour later Okta refuses it: the run gets a new one and goes on.
     fake.expire_access_tokens();
     let again = run(&server, &connection).await;
     assert_eq!(again.status, "succeeded", "{again:?}");
@@ -191,7 +196,8 @@ async fn a_refused_access_token_is_replaced_once_per_call(server: TestServer) {
     let report = run(&server, &connection).await;
     assert_eq!(report.status, "succeeded", "{report:?}");
     assert_eq!(total_users(&server).await, USERS);
-    assert_eq!(token_requests(&fake), 4);
+    // The run began with the good token the failed run got last, then replaced the refused one.
+    assert_eq!(token_requests(&fake), 3);
     let mut calls = fake.requests().split_off(before);
     calls.retain(|r| r.path_and_query.starts_with("/api/v1/"));
     assert_eq!(authorizations(&calls).len(), 2, "the refused token, then its replacement");
