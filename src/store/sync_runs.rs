@@ -125,13 +125,14 @@ pub fn last_conflicts(conn: &mut DbConn, connection_id: &str) -> Result<Vec<Stri
     let Some(report) = report else { return Ok(Vec::new()) };
     let report: Value =
         serde_json::from_str(&report).map_err(|e| Error::internal("reading a run's report", e))?;
-    Ok(report["conflicts"]
-        .as_array()
+    Ok(report
+        .get("conflicts")
+        .and_then(Value::as_array)
         .map(|conflicts| {
             conflicts
                 .iter()
                 .filter(|c| c.get("userName").is_some())
-                .filter_map(|c| c["source_id"].as_str().map(str::to_string))
+                .filter_map(|c| c.get("source_id").and_then(Value::as_str).map(str::to_string))
                 .collect()
         })
         .unwrap_or_default())
