@@ -403,7 +403,13 @@ fn migrated_store(config: &Config) -> Result<Store> {
 fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
     match command {
         DirectoryCommand::Create { slug, name, deletion } => {
-            let settings = Settings { slug: Some(slug), name, deletion: Some(deletion), max_page_size: None };
+            let settings = Settings {
+                slug: Some(slug),
+                name,
+                deletion: Some(deletion),
+                max_page_size: None,
+                show_deactivated: None,
+            };
             let created =
                 store.write_now(move |conn, _| directories::insert(conn, &Actor::Cli, &settings))?;
             println!("{}", created.slug);
@@ -414,7 +420,7 @@ fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
         }
         DirectoryCommand::Configure { slug, name, deletion, max_page_size } => {
             let max_page_size = max_page_size.map(|n| if n == 0 { None } else { Some(n) });
-            let settings = Settings { slug: None, name, deletion, max_page_size };
+            let settings = Settings { slug: None, name, deletion, max_page_size, show_deactivated: None };
             let changed = store
                 .write_now(move |conn, _| directories::configure(conn, &Actor::Cli, &slug, &settings))?;
             let page = changed.max_page_size.map_or_else(|| "server default".to_string(), |n| n.to_string());

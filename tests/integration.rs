@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod lookup;
 mod ops;
 mod saml;
 mod scim;

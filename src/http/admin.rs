@@ -106,6 +106,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     .route(web::delete().to(delete_saml))
                     .default_service(only("GET, PUT, DELETE")),
             )
+            .service(
+                web::resource("/directories/{slug}/lookup")
+                    .route(web::get().to(get_lookup))
+                    .route(web::put().to(put_lookup))
+                    .default_service(only("GET, PUT")),
+            )
             .service(web::resource("/audit").route(web::get().to(audit_log)).default_service(only("GET")))
             .default_service(web::to(not_found)),
     );
@@ -243,6 +249,7 @@ async fn create_directory(state: web::Data<AppState>, admin: AdminToken, body: A
         name: request.name,
         deletion: deletion(request.deletion)?,
         max_page_size: Some(request.max_page_size.map(|size| size.0)),
+        show_deactivated: None,
     };
     let created = state.store.create_directory(Actor::AdminToken(admin.0), settings).await?;
     Ok(ok(StatusCode::CREATED, directory_json(&created)))
@@ -292,6 +299,7 @@ async fn configure_directory(
         name: request.name,
         deletion: deletion(request.deletion)?,
         max_page_size: request.max_page_size.map(|size| size.map(|s| s.0)),
+        show_deactivated: None,
     };
     if settings == Settings::default() {
         return Err(Error::InvalidValue(
@@ -659,4 +667,33 @@ async fn get_saml(state: web::Data<AppState>, _: AdminToken, slug: web::Path<Str
 async fn delete_saml(state: web::Data<AppState>, admin: AdminToken, slug: web::Path<String>) -> AdminResult {
     state.store.remove_saml(Actor::AdminToken(admin.0), slug.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `PUT /directories/{slug}/lookup`: the people lookup's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutLookup {
+    show_deactivated: bool,
+}
+
+fn lookup_json(directory: &Directory) -> Value {
+    json!({ "show_deactivated": directory.show_deactivated, "url": format!("/d/{}/", directory.slug) })
+}
+
+async fn get_lookup(state: web::Data<AppState>, _: AdminToken, slug: web::Path<String>) -> AdminResult {
+    let directory = state.store.get_directory(slug.into_inner()).await?;
+    Ok(ok(StatusCode::OK, lookup_json(&directory)))
+}
+
+async fn put_lookup(
+    state: web::Data<AppState>,
+    admin: AdminToken,
+    slug: web::Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    let request: PutLookup = parse(body)?;
+    let settings = Settings { show_deactivated: Some(request.show_deactivated), ..Settings::default() };
+    let changed =
+        state.store.configure_directory(Actor::AdminToken(admin.0), slug.into_inner(), settings).await?;
+    Ok(ok(StatusCode::OK, lookup_json(&changed)))
 }

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod health;
 pub mod lookup;
 pub mod metrics;
+pub mod pages;
 pub mod rate_limit;
 pub mod saml;
 pub mod search;

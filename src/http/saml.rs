@@ -48,13 +48,7 @@ pub fn wants_json(request: &HttpRequest) -> bool {
     accept.contains("application/json") && !accept.contains("text/html")
 }
 
-pub fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+pub use super::pages::escape as html_escape;
 
 /// A small page; `body` is HTML already escaped.
 pub fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {

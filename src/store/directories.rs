@@ -19,6 +19,9 @@ pub struct Directory {
     pub deletion: DeletionPolicy,
     /// Largest SCIM page this directory serves; `None`: the server's `scim.max_page_size`.
     pub max_page_size: Option<u32>,
+    /// Whether the people lookup shows deactivated and deprovisioned people, marked as such
+    /// (the default), or hides them from its pages and search.
+    pub show_deactivated: bool,
 }
 
 impl From<DirectoryRow> for Directory {
@@ -31,6 +34,7 @@ impl From<DirectoryRow> for Directory {
             // Only values written through DeletionPolicy are stored; anything else keeps people.
             deletion: DeletionPolicy::parse(&row.deletion).unwrap_or_default(),
             max_page_size: row.max_page_size.and_then(|n| u32::try_from(n).ok()),
+            show_deactivated: row.lookup_show_deactivated,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Settings {
     pub deletion: Option<DeletionPolicy>,
     /// `Some(None)` clears the cap.
     pub max_page_size: Option<Option<u32>>,
+    /// The people lookup's `show_deactivated`.
+    pub show_deactivated: Option<bool>,
 }
 
 /// The largest `max_page_size` a directory may set: a page is built in memory.
@@ -137,6 +143,9 @@ fn settings_details(settings: &Settings) -> Value {
     if let Some(size) = settings.max_page_size {
         details.insert("max_page_size".into(), json!(size));
     }
+    if let Some(show) = settings.show_deactivated {
+        details.insert("show_deactivated".into(), json!(show));
+    }
     Value::Object(details)
 }
 
@@ -168,6 +177,7 @@ pub fn insert(conn: &mut DbConn, actor: &Actor, settings: &Settings) -> Result<D
         created_at: now_millis(),
         deletion: settings.deletion.unwrap_or_default().as_str().to_string(),
         max_page_size: check_page_size(settings.max_page_size.flatten())?,
+        lookup_show_deactivated: settings.show_deactivated.unwrap_or(true),
     };
     diesel::insert_into(directories::table).values(&row).execute(conn).map_err(|e| unique_slug(e, &slug))?;
     let created = Directory::from(row);
@@ -214,6 +224,8 @@ pub fn configure(conn: &mut DbConn, actor: &Actor, slug: &str, settings: &Settin
             directories::name.eq(settings.name.clone().unwrap_or(current.name.clone())),
             directories::deletion.eq(settings.deletion.unwrap_or(current.deletion).as_str()),
             directories::max_page_size.eq(max_page_size),
+            directories::lookup_show_deactivated
+                .eq(settings.show_deactivated.unwrap_or(current.show_deactivated)),
         ))
         .execute(conn)
         .map_err(|e| unique_slug(e, &new_slug))?;

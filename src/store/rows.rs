@@ -17,6 +17,8 @@ pub struct DirectoryRow {
     pub deletion: String,
     /// Largest SCIM page served; `None`: the server's `scim.max_page_size`.
     pub max_page_size: Option<i32>,
+    /// Whether the people lookup shows deactivated people (with a badge) or hides them.
+    pub lookup_show_deactivated: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -8,6 +8,7 @@ diesel::table! {
         created_at -> BigInt,
         deletion -> Text,
         max_page_size -> Nullable<Integer>,
+        lookup_show_deactivated -> Bool,
     }
 }
 

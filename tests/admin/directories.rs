@@ -237,6 +237,8 @@ async fn the_openapi_document_is_served_and_names_every_route() {
         "/admin/v1/audit",
         "/admin/v1/connections/{id}/authorize",
         "/admin/v1/entra/callback",
+        "/admin/v1/directories/{slug}/saml",
+        "/admin/v1/directories/{slug}/lookup",
     ] {
         assert!(paths.iter().any(|p| p.as_str() == path), "{path} missing");
     }

@@ -14,25 +14,25 @@ const MALLORY: &str = "mallory@example.com";
 const BOB: &str = "bob@example.com";
 
 /// A browser: no redirects followed, cookies kept by hand.
-struct Browser {
-    http: reqwest::Client,
-    cookies: BTreeMap<String, String>,
+pub(crate) struct Browser {
+    pub(crate) http: reqwest::Client,
+    pub(crate) cookies: BTreeMap<String, String>,
 }
 
-struct Answer {
-    status: StatusCode,
-    location: Option<String>,
-    set_cookies: Vec<String>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) location: Option<String>,
+    pub(crate) set_cookies: Vec<String>,
+    pub(crate) body: String,
 }
 
 impl Browser {
-    fn new() -> Browser {
+    pub(crate) fn new() -> Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Browser { http, cookies: BTreeMap::new() }
     }
 
-    async fn send(&mut self, request: reqwest::RequestBuilder) -> Answer {
+    pub(crate) async fn send(&mut self, request: reqwest::RequestBuilder) -> Answer {
         let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let request = if cookie.is_empty() { request } else { request.header("cookie", cookie.join("; ")) };
         let response = request.send().await.unwrap();
@@ -57,12 +57,12 @@ impl Browser {
         Answer { status, location, set_cookies, body }
     }
 
-    async fn get(&mut self, url: &str) -> Answer {
+    pub(crate) async fn get(&mut self, url: &str) -> Answer {
         let request = self.http.get(url);
         self.send(request).await
     }
 
-    async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Answer {
         let request = self.http.post(url).form(form);
         self.send(request).await
     }
@@ -73,7 +73,7 @@ impl Browser {
 }
 
 /// A server with alice and mallory (active), bob (deactivated), and the test IdP configured.
-async fn setup(server: &TestServer, allow_idp_initiated: bool) -> TestIdp {
+pub(crate) async fn setup(server: &TestServer, allow_idp_initiated: bool) -> TestIdp {
     server.create_user(user_body(ALICE)).await;
     server.create_user(user_body(MALLORY)).await;
     let mut bob = user_body(BOB);
@@ -134,7 +134,7 @@ fn assert_refused(answer: &Answer, browser: &Browser, why: &str) {
 }
 
 /// Signs in `browser` as `name` through the whole SP-initiated flow.
-async fn sign_in(server: &TestServer, idp: &TestIdp, browser: &mut Browser, name: &str) -> Answer {
+pub(crate) async fn sign_in(server: &TestServer, idp: &TestIdp, browser: &mut Browser, name: &str) -> Answer {
     let (request_id, relay) = start_with_relay(server, browser).await;
     let spec = idp.spec(&server.base_url, "acme", name, Some(&request_id));
     post_response(server, browser, &idp.response_xml(&spec), &relay).await

@@ -208,3 +208,73 @@ pub fn request_id_of(location: &str) -> String {
     let end = start + xml[start..].find('"').unwrap();
     xml[start..end].to_string()
 }
+
+/// The test IdP over HTTP on 127.0.0.1:0, for a real browser: `GET /sso?SAMLRequest=&RelayState=`
+/// (the HTTP-Redirect binding) answers a page that posts a Response signed for `name_id` to
+/// the ACS of `directory` at `base_url` (the HTTP-POST binding, submitted by script as IdPs do).
+pub struct IdpServer {
+    pub sso_url: String,
+}
+
+impl IdpServer {
+    pub fn start(idp: std::sync::Arc<TestIdp>, base_url: &str, directory: &str, name_id: &str) -> IdpServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sso_url = format!("http://{}/sso", listener.local_addr().unwrap());
+        let (base_url, directory, name_id) =
+            (base_url.to_string(), directory.to_string(), name_id.to_string());
+        // Serves until the test process ends; one request per connection.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    match reader.read_line(&mut header) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if header == "\r\n" || header == "\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let target = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+                let (status, body) = if target.starts_with("/sso?") {
+                    let url = url::Url::parse(&format!("http://idp{target}")).unwrap();
+                    let relay = url
+                        .query_pairs()
+                        .find(|(k, _)| k == "RelayState")
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default();
+                    let request_id = request_id_of(url.as_str());
+                    let spec = idp.spec(&base_url, &directory, &name_id, Some(&request_id));
+                    let response = TestIdp::encode(&idp.response_xml(&spec));
+                    let acs = format!("{base_url}/saml/{directory}/acs");
+                    let relay = relay.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+                    (
+                        "200 OK",
+                        format!(
+                            "<!doctype html><html lang=\"en\"><head><title>Test IdP</title></head>\
+                             <body><p>Signing you in\u{2026}</p><form method=\"post\" action=\"{acs}\">\
+                             <input type=\"hidden\" name=\"SAMLResponse\" value=\"{response}\">\
+                             <input type=\"hidden\" name=\"RelayState\" value=\"{relay}\">\
+                             <noscript><button type=\"submit\">Continue</button></noscript></form>\
+                             <script>document.forms[0].submit();</script></body></html>"
+                        ),
+                    )
+                } else {
+                    ("404 Not Found", "not found".to_string())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\n\
+                     connection: close\r\ncache-control: no-store\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        IdpServer { sso_url }
+    }
+}
