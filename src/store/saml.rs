@@ -71,18 +71,17 @@ pub fn configure(
     audit::record(
         conn,
         actor,
-        Change {
-            directory: Some(&directory.id),
-            resource_type: ResourceType::Saml,
-            resource_id: &directory.id.0,
-            operation: "configure",
-            details: json!({
+        change(
+            &directory.id,
+            &directory.id.0,
+            "configure",
+            json!({
                 "sso_url": settings.sso_url,
                 "idp_entity_id": settings.idp_entity_id,
                 "user_attribute": settings.user_attribute,
                 "allow_idp_initiated": settings.allow_idp_initiated,
             }),
-        },
+        ),
     )?;
     Ok(settings.clone())
 }
@@ -98,17 +97,18 @@ pub fn remove(conn: &mut DbConn, actor: &Actor, slug: &str) -> Result<()> {
         .filter(web_sessions::revoked_at.is_null())
         .set(web_sessions::revoked_at.eq(Some(now_millis())))
         .execute(conn)?;
-    audit::record(
-        conn,
-        actor,
-        Change {
-            directory: Some(&directory.id),
-            resource_type: ResourceType::Saml,
-            resource_id: &directory.id.0,
-            operation: "remove",
-            details: json!({}),
-        },
-    )
+    audit::record(conn, actor, change(&directory.id, &directory.id.0, "remove", json!({})))
+}
+
+/// The audit entry of a sign-in setting or event of `directory`, about `resource_id` (the
+/// directory for settings, the user for sign-ins).
+fn change<'a>(
+    directory: &'a DirectoryId,
+    resource_id: &'a str,
+    operation: &'static str,
+    details: serde_json::Value,
+) -> Change<'a> {
+    Change { directory: Some(directory), resource_type: ResourceType::Saml, resource_id, operation, details }
 }
 
 /// The key that signs cookies, made on first use and shared by every instance.
@@ -182,13 +182,12 @@ pub fn complete_sign_in(
         audit::record(
             conn,
             &Actor::SignIn,
-            Change {
-                directory: Some(directory),
-                resource_type: ResourceType::Saml,
-                resource_id: user.unwrap_or(""),
-                operation: "sign_in_refused",
-                details: json!({ "reason": refusal.code(), "subject": login.subject }),
-            },
+            change(
+                directory,
+                user.unwrap_or(""),
+                "sign_in_refused",
+                json!({ "reason": refusal.code(), "subject": login.subject }),
+            ),
         )?;
         Ok(Err(refusal))
     };
@@ -223,17 +222,7 @@ pub fn complete_sign_in(
             web_sessions::expires_at.eq(session.expires_at),
         ))
         .execute(conn)?;
-    audit::record(
-        conn,
-        &Actor::SignIn,
-        Change {
-            directory: Some(directory),
-            resource_type: ResourceType::Saml,
-            resource_id: &user_id,
-            operation: "sign_in",
-            details: json!({}),
-        },
-    )?;
+    audit::record(conn, &Actor::SignIn, change(directory, &user_id, "sign_in", json!({})))?;
     Ok(Ok(SessionUser {
         directory_id: directory.clone(),
         user_id: UserId(user_id),

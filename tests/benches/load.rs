@@ -16,8 +16,9 @@
 
 #[path = "../support/db.rs"]
 mod db;
+#[path = "server.rs"]
+mod server;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use scimd::ids::DirectoryId;
 use scimd::scim::resource;
 use scimd::store::audit::Actor;
 use scimd::store::{directories, keys, users, Store};
+use server::{percentile, serve, Server};
 
 struct Options {
     backend: String,
@@ -120,15 +122,6 @@ fn seed(store: &Store, directory: &DirectoryId, count: u64) -> Vec<String> {
     }
     eprintln!("seeded {count} users in {:.1} s", started.elapsed().as_secs_f64());
     ids
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn proc_cpu_ticks(pid: &str) -> u64 {
@@ -289,14 +282,6 @@ async fn drive(
     outcome
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index] as f64 / 1000.0
-}
-
 fn database(backend: &str, dir: &std::path::Path, size: u64) -> String {
     match backend {
         "sqlite" => format!("sqlite://{}", dir.join(format!("bench-{size}.db")).display()),
@@ -322,27 +307,6 @@ fn prepare(options: &Options, dir: &std::path::Path, size: u64) -> (String, Stor
         })
         .unwrap();
     (url, store, directory, key)
-}
-
-/// Starts the release server on `url` and waits until it accepts connections.
-fn serve(url: &str) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let bind = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
-        .args(["--database-url", url, "serve", "--bind", &bind])
-        .env("RUST_LOG", "warn")
-        // One key drives the whole load; the per-key limit would measure itself.
-        .env("SCIMD_RATE_LIMIT__REQUESTS_PER_SECOND", "0")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&bind).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://{bind}"))
 }
 
 /// Drives one row and prints it.

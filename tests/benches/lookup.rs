@@ -13,9 +13,10 @@
 
 #[path = "../support/db.rs"]
 mod db;
+#[path = "server.rs"]
+mod server;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
@@ -28,6 +29,7 @@ use scimd::store::audit::Actor;
 use scimd::store::saml::{self, NewSession};
 use scimd::store::users::{self, NewUser};
 use scimd::store::{directories, Store};
+use server::{percentile, serve};
 
 const GIVEN: &[&str] = &[
     "Maria", "James", "Wei", "Fatima", "Olga", "Juan", "Aiko", "Liam", "Noah", "Emma", "Sofia", "Mateo",
@@ -232,34 +234,6 @@ fn session(store: &Store, directory: &DirectoryId) -> String {
         .unwrap()
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(url: &str) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let bind = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
-        .args(["--database-url", url, "serve", "--bind", &bind])
-        .env("RUST_LOG", "warn")
-        .env("SCIMD_RATE_LIMIT__REQUESTS_PER_SECOND", "0")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&bind).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://{bind}"))
-}
-
 /// The query shapes measured: what people type into the search box.
 const QUERIES: &[(&str, &str)] = &[
     ("1 letter", "m"),
@@ -274,13 +248,6 @@ const QUERIES: &[(&str, &str)] = &[
     ("no match", "zzzz"),
     ("next page of 'ma'", "ma&cursor=*"),
 ];
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
-}
 
 async fn drive(
     base: &str,
