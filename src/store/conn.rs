@@ -67,12 +67,14 @@ pub enum Backend {
     Postgres,
 }
 
-/// SQLite settings applied to every new connection: WAL so readers never block the writer,
-/// durable commits, enforced foreign keys, and waiting (not failing) on a busy database.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+/// SQLite settings applied to every new connection: waiting (not failing) on a busy database,
+/// WAL so readers never block the writer, durable commits, enforced foreign keys. The wait
+/// comes first: switching a new database to WAL needs an exclusive lock, and a pool connection
+/// opened while the first one migrates would otherwise fail at once ("database is locked").
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000;
+PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
-PRAGMA foreign_keys = ON;
-PRAGMA busy_timeout = 10000;";
+PRAGMA foreign_keys = ON;";
 
 #[derive(Debug)]
 pub struct ConnectionManager {
@@ -118,5 +120,26 @@ impl r2d2::ManageConnection for ConnectionManager {
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection opened while another holds the new database's lock waits for it.
+    #[test]
+    fn a_connection_waits_for_a_locked_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db").to_string_lossy().into_owned();
+        // A rollback-journal database mid-write, as a brand-new one is before its first
+        // connection has switched it to WAL.
+        let mut first = SqliteConnection::establish(&path).unwrap();
+        first.batch_execute("BEGIN EXCLUSIVE; CREATE TABLE t (x INTEGER);").unwrap();
+        let url = DatabaseUrl::Sqlite(path);
+        let opening = std::thread::spawn(move || establish(&url).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        first.batch_execute("COMMIT;").unwrap();
+        opening.join().unwrap().unwrap();
     }
 }
