@@ -1140,81 +1140,18 @@ impl Run<'_> {
         };
         // The plan pass walks every batch and notes where those with changes start; the apply
         // pass revisits only those, so a run with nothing to change reads the stage once.
-        let starts: Vec<Option<String>> = if apply {
-            self.changed_batches.iter().map(|(start, _)| start.clone()).collect()
-        } else {
-            self.changed_batches.clear();
-            vec![None]
+        let context = BatchContext {
+            run: self.run_id.clone(),
+            connection: self.connection.id.clone(),
+            directory: self.connection.directory_id.clone(),
+            rules: user_rules,
+            losers,
+            source: source_name(settings.kind),
         };
-        let mut pending = starts.into_iter();
-        let mut after = pending.next();
-        while let Some(cursor) = after.take() {
-            let (run, connection, directory) =
-                (self.run_id.clone(), self.connection.id.clone(), self.connection.directory_id.clone());
-            let (rules, losers, actor) = (user_rules.clone(), losers.clone(), self.actor.clone());
-            let source = source_name(settings.kind);
-            // Applying writes a few batches per transaction: each commit writes every page its
-            // batches touched, and the value index's pages are touched all over (see
-            // BENCHMARKS.md), so fewer, larger commits write far less.
-            let mut cursors = vec![cursor.clone()];
-            while apply && cursors.len() < BATCHES_PER_COMMIT {
-                match pending.next() {
-                    Some(next) => cursors.push(next),
-                    None => break,
-                }
-            }
-            let batches = move |conn: &mut crate::store::DbConn, registry: &Registry| {
-                let mut results = Vec::with_capacity(cursors.len());
-                for start in cursors {
-                    let staged = sync_runs::staged_users(conn, &run, start.as_deref(), BATCH)?;
-                    let mut outcome = decide_batch(
-                        conn,
-                        registry,
-                        &run,
-                        &connection,
-                        &directory,
-                        &staged,
-                        &rules,
-                        &losers,
-                        source,
-                    )?;
-                    let planned_conflicts = outcome.conflicts.len();
-                    if apply {
-                        apply_batch(conn, registry, &directory, &connection, &actor, &mut outcome)?;
-                    }
-                    results.push((
-                        staged.last().map(|s| s.user.source_id.clone()),
-                        outcome,
-                        planned_conflicts,
-                    ));
-                }
-                Ok(results)
-            };
-            let results =
-                if apply { self.store.write_bulk(batches).await? } else { self.store.read(batches).await? };
-            for (last, outcome, planned_conflicts) in results {
-                tally(&mut counts, &outcome);
-                if apply {
-                    // The plan pass reported the rest; only what applying found is new.
-                    self.conflicts.extend(outcome.conflicts.iter().skip(planned_conflicts).cloned());
-                } else {
-                    self.conflicts.extend(outcome.conflicts.iter().cloned());
-                    self.warnings.extend(outcome.warnings.iter().cloned());
-                    if outcome
-                        .decisions
-                        .iter()
-                        .any(|(_, d, _)| matches!(d, Decision::Create(_) | Decision::Update(_)))
-                    {
-                        let unchanged =
-                            outcome.decisions.iter().filter(|(_, d, _)| *d == Decision::Unchanged).count();
-                        self.changed_batches.push((cursor.clone(), unchanged as u64));
-                    }
-                    after = last.map(Some);
-                }
-            }
-            if apply {
-                after = pending.next();
-            }
+        if apply {
+            self.apply_users(&context, &mut counts).await?;
+        } else {
+            self.plan_users(&context, &mut counts).await?;
         }
         if apply {
             // Batches without changes were not revisited: their users count as the plan saw them.
@@ -1229,6 +1166,103 @@ impl Run<'_> {
         }
         counts.users_deactivated += self.removed_pass(apply).await?;
         Ok(counts)
+    }
+
+    /// The plan pass: walks every staged batch, counts what would change, and notes where the
+    /// batches with creates or updates start, for the apply pass to revisit.
+    async fn plan_users(&mut self, context: &BatchContext, counts: &mut Counts) -> Result<()> {
+        self.changed_batches.clear();
+        let mut after: Option<Option<String>> = Some(None);
+        while let Some(cursor) = after.take() {
+            let (context, start) = (context.clone(), cursor.clone());
+            let (last, outcome) = self
+                .store
+                .read(move |conn, registry| {
+                    let mut decided = decide_batches(conn, registry, &context, &[start])?;
+                    Ok(decided.pop().map(|d| (d.last, d.outcome)))
+                })
+                .await?
+                .unwrap_or_default();
+            tally(counts, &outcome);
+            self.conflicts.extend(outcome.conflicts.iter().cloned());
+            self.warnings.extend(outcome.warnings.iter().cloned());
+            if outcome
+                .decisions
+                .iter()
+                .any(|(_, d, _)| matches!(d, Decision::Create(_) | Decision::Update(_)))
+            {
+                let unchanged =
+                    outcome.decisions.iter().filter(|(_, d, _)| *d == Decision::Unchanged).count();
+                self.changed_batches.push((cursor, unchanged as u64));
+            }
+            after = last.map(Some);
+        }
+        Ok(())
+    }
+
+    /// The apply pass: revisits the batches the plan found changes in, a few per transaction,
+    /// each decided again against what is stored just before it is applied. Deciding is a good
+    /// part of the single SQLite writer's work, so the next transaction's batches are decided
+    /// ahead on a reader connection while the writer applies these. A decision made ahead is used
+    /// only while every batch applied since only created users: creates free no userName and
+    /// change no owned user, so it is the decision the writer would make. After an update (a
+    /// rename frees a name) the writer decides the rest again itself.
+    async fn apply_users(&mut self, context: &BatchContext, counts: &mut Counts) -> Result<()> {
+        let starts: Vec<Option<String>> =
+            self.changed_batches.iter().map(|(start, _)| start.clone()).collect();
+        // Each commit writes every page its batches touched, and the value index's pages are
+        // touched all over (see BENCHMARKS.md), so fewer, larger commits write far less.
+        let groups: Vec<Vec<Option<String>>> = starts.chunks(BATCHES_PER_COMMIT).map(<[_]>::to_vec).collect();
+        let mut ahead: Option<Vec<Decided>> = None;
+        for (n, group) in groups.iter().enumerate() {
+            let (write_context, cursors, decided) = (context.clone(), group.clone(), ahead.take());
+            let actor = self.actor.clone();
+            let apply = self.store.write_bulk(move |conn, registry| {
+                // Decisions made ahead hold until a batch applied since had updates.
+                let mut ahead = decided.map(Vec::into_iter);
+                let mut updated = false;
+                let mut results = Vec::with_capacity(cursors.len());
+                for cursor in &cursors {
+                    let made_ahead = ahead.as_mut().and_then(Iterator::next).filter(|_| !updated);
+                    let mut outcome = match made_ahead {
+                        Some(decided) => decided.outcome,
+                        None => decide_batches(conn, registry, &write_context, std::slice::from_ref(cursor))?
+                            .pop()
+                            .map(|decided| decided.outcome)
+                            .unwrap_or_default(),
+                    };
+                    let planned_conflicts = outcome.conflicts.len();
+                    updated |= outcome.decisions.iter().any(|(_, d, _)| matches!(d, Decision::Update(_)));
+                    let c = &write_context;
+                    apply_batch(conn, registry, &c.directory, &c.connection, &actor, &mut outcome)?;
+                    results.push((outcome, planned_conflicts));
+                }
+                Ok((results, updated))
+            });
+            let next = groups.get(n + 1).cloned();
+            let read_context = context.clone();
+            let decide_next = async {
+                match next {
+                    Some(cursors) => Some(
+                        self.store
+                            .read(move |conn, registry| {
+                                decide_batches(conn, registry, &read_context, &cursors)
+                            })
+                            .await,
+                    ),
+                    None => None,
+                }
+            };
+            let (applied, decided_next) = tokio::join!(apply, decide_next);
+            let (results, updated) = applied?;
+            ahead = if updated { None } else { decided_next.transpose()? };
+            for (outcome, planned_conflicts) in results {
+                tally(counts, &outcome);
+                // The plan pass reported the rest; only what applying found is new.
+                self.conflicts.extend(outcome.conflicts.iter().skip(planned_conflicts).cloned());
+            }
+        }
+        Ok(())
     }
 
     /// Owned users an Entra delta round reported removed (soft- or hard-deleted): inactive,
@@ -1580,6 +1614,49 @@ struct BatchOutcome {
     decisions: Vec<(StagedUser, Decision, Option<bool>)>,
     conflicts: Vec<Value>,
     warnings: Vec<String>,
+}
+
+/// What deciding a batch of staged users needs besides the database.
+#[derive(Clone)]
+struct BatchContext {
+    run: String,
+    connection: String,
+    directory: DirectoryId,
+    rules: UserRules,
+    losers: HashMap<String, String>,
+    source: &'static str,
+}
+
+/// A batch of staged users decided: the decisions, and the source id it ends at.
+struct Decided {
+    last: Option<String>,
+    outcome: BatchOutcome,
+}
+
+/// Decides the batches of [`BATCH`] staged users that start after each cursor.
+fn decide_batches(
+    conn: &mut crate::store::DbConn,
+    registry: &Registry,
+    c: &BatchContext,
+    cursors: &[Option<String>],
+) -> Result<Vec<Decided>> {
+    let mut decided = Vec::with_capacity(cursors.len());
+    for start in cursors {
+        let staged = sync_runs::staged_users(conn, &c.run, start.as_deref(), BATCH)?;
+        let outcome = decide_batch(
+            conn,
+            registry,
+            &c.run,
+            &c.connection,
+            &c.directory,
+            &staged,
+            &c.rules,
+            &c.losers,
+            c.source,
+        )?;
+        decided.push(Decided { last: staged.last().map(|s| s.user.source_id.clone()), outcome });
+    }
+    Ok(decided)
 }
 
 #[allow(clippy::too_many_arguments)] // the batch's context; a struct would only rename it

@@ -19,6 +19,7 @@ on_both_backends!(
     a_failure_while_reading_applies_nothing_and_names_the_remedy,
     pages_are_followed_and_rate_limits_waited_out,
     a_run_spends_only_its_share_of_each_rate_limit_window,
+    a_username_freed_in_a_large_run_is_taken_later_in_the_same_run,
 );
 
 /// The org most tests use: an engineer managed by a lead, a suspended, a deprovisioned and a
@@ -347,4 +348,71 @@ async fn a_sync_started_by_the_admin_api_runs_in_the_background_and_is_in_the_hi
     assert_eq!(run["trigger"], "api");
     assert_eq!(run["report"]["users"]["created"], 6);
     server.admin(reqwest::Method::GET, "/admin/v1/connections/nope/runs", None).await.assert_admin_error(404);
+}
+
+/// An Okta id that sorts by `series` and then `n`: the engine stages and applies users in
+/// source-id order, 500 to a batch.
+fn numbered(series: char, n: usize) -> String {
+    format!("00u{series}{n:013}697")
+}
+
+fn rename(org: &mut Org, id: &str, login: &str) {
+    org.update_user(id, |u| {
+        u.profile.insert("login".into(), json!(login));
+    });
+}
+
+async fn user_name_of(server: &TestServer, okta_id: &str) -> Value {
+    user_by_external_id(server, okta_id).await.unwrap()["userName"].clone()
+}
+
+/// With over 2,000 changed users the apply pass spans several transactions, and decides the
+/// next one's batches while the writer applies the current one. A userName freed by a rename
+/// early in the run must still go to the user who takes it later in the run, whether it is
+/// freed in the transaction before or earlier in the same one.
+async fn a_username_freed_in_a_large_run_is_taken_later_in_the_same_run(server: TestServer) {
+    let mut org = Org::empty();
+    for n in 0..1000 {
+        org.add_user(Org::user(&numbered('b', n), &format!("b{n}@acme.example"), "ACTIVE"));
+    }
+    let fake = FakeOkta::start(org);
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    assert_eq!(run(&server, &connection, full()).await.counts.users_created, 1000);
+
+    // 2,000 new users sort first, so the first transaction only creates and the batches of the
+    // second are decided ahead of it. In the second, b100 (its first batch) gives up its name
+    // and b700 (its second) takes it; b701 changes too, so b700's batch is applied.
+    fake.change(|org| {
+        for n in 0..2000 {
+            org.add_user(Org::user(&numbered('a', n), &format!("a{n}@acme.example"), "ACTIVE"));
+        }
+        rename(org, &numbered('b', 100), "b100.moved@acme.example");
+        rename(org, &numbered('b', 700), "b100@acme.example");
+        org.update_user(&numbered('b', 701), |u| {
+            u.profile.insert("title".into(), json!("Buyer"));
+        });
+    });
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.counts.users_created, 2000);
+    assert_eq!(user_name_of(&server, &numbered('b', 100)).await, "b100.moved@acme.example");
+    assert_eq!(user_name_of(&server, &numbered('b', 700)).await, "b100@acme.example");
+
+    // Everyone changes now, so every transaction updates: a0 gives up its name in the first
+    // transaction and b300 takes it in the first batch of the second.
+    fake.change(|org| {
+        let ids: Vec<String> = org.users.iter().map(|u| u.id.clone()).collect();
+        for id in ids {
+            org.update_user(&id, |u| {
+                u.profile.insert("title".into(), json!("Analyst"));
+            });
+        }
+        rename(org, &numbered('a', 0), "a0.moved@acme.example");
+        rename(org, &numbered('b', 300), "a0@acme.example");
+    });
+    let report = run(&server, &connection, full()).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.counts.users_updated, 3000, "{:?}", report.counts);
+    assert_eq!(user_name_of(&server, &numbered('a', 0)).await, "a0.moved@acme.example");
+    assert_eq!(user_name_of(&server, &numbered('b', 300)).await, "a0@acme.example");
 }
