@@ -572,7 +572,7 @@ fn read_connection_file(path: &std::path::Path, name: &str) -> Result<crate::syn
     match body.get("name").and_then(serde_json::Value::as_str) {
         Some(given) if given != name => {
             return Err(Error::InvalidValue(format!(
-                "connection 'name': the file says '{given}' but the command names '{name}'"
+                "connection key 'name': the file says '{given}' but the command names '{name}'"
             )))
         }
         _ => {}

@@ -197,7 +197,7 @@ pub fn create(
     let needed = config.secret_names();
     if let Some(missing) = needed.iter().find(|n| !taken.iter().any(|(name, _)| name == *n)) {
         return Err(Error::InvalidValue(format!(
-            "connection '{missing}': a new connection needs this credential"
+            "connection key '{missing}': a new connection needs this credential"
         )));
     }
     let now = now_millis();
@@ -282,7 +282,7 @@ pub fn update(
     let current = get(conn, id)?;
     if current.config.kind != config.kind {
         return Err(Error::InvalidValue(format!(
-            "connection 'kind': a connection cannot change from {} to {}; create a new one",
+            "connection key 'kind': a connection cannot change from {} to {}; create a new one",
             current.config.kind.as_str(),
             config.kind.as_str()
         )));
@@ -316,7 +316,7 @@ pub fn update(
     }
     if let Some(missing) = needed.iter().find(|n| !have.iter().any(|h| h == *n)) {
         return Err(Error::InvalidValue(format!(
-            "connection '{missing}': the new auth method needs this credential"
+            "connection key '{missing}': the new auth method needs this credential"
         )));
     }
     let details = json!({ "name": config.name, "secrets_rotated": rotated });

@@ -233,7 +233,7 @@ pub type SecretName = &'static str;
 pub fn parse(body: Value) -> Result<Connection> {
     let connection: Connection = serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." { String::new() } else { format!("'{path}': ") };
+        let at = if path == "." { String::new() } else { format!("key '{path}': ") };
         Error::InvalidValue(format!("connection {at}{}", e.inner()))
     })?;
     connection.validate()?;
@@ -241,7 +241,7 @@ pub fn parse(body: Value) -> Result<Connection> {
 }
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> Error {
-    Error::InvalidValue(format!("connection '{key}': {why}"))
+    Error::InvalidValue(format!("connection key '{key}': {why}"))
 }
 
 impl Connection {
