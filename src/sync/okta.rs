@@ -170,8 +170,14 @@ pub fn wait_before_request(
     if limit == 0 || remaining > reserved {
         return Duration::ZERO;
     }
-    reset_in.saturating_sub(elapsed)
+    // The reset and the `Date` it is read against are whole seconds, so the window may end up
+    // to a second after they say: a request sent at the stated reset could still count against
+    // the spent window.
+    (reset_in + RESET_MARGIN).saturating_sub(elapsed)
 }
+
+/// What waiting for a window to reset adds to the reset Okta states (see [`wait_before_request`]).
+const RESET_MARGIN: Duration = Duration::from_secs(1);
 
 /// Limits that stop a run that has gone wrong (a cursor loop, a much larger directory than expected).
 #[derive(Debug, Clone, Copy)]
@@ -276,15 +282,21 @@ impl OktaClient {
     /// Waits as the bucket of `path` asks, before a request.
     async fn pace(&self, path: &str) {
         let wait = {
-            let buckets = self.buckets.lock().await;
-            buckets.get(bucket_of(path)).map_or(Duration::ZERO, |b| {
-                wait_before_request(
+            let mut buckets = self.buckets.lock().await;
+            buckets.get_mut(bucket_of(path)).map_or(Duration::ZERO, |b| {
+                let wait = wait_before_request(
                     b.limit,
                     b.remaining,
                     Duration::from_secs(b.reset_in),
                     b.seen.elapsed(),
                     self.share,
-                )
+                );
+                // Count the request now, so requests in flight together (member reads, the
+                // listings) do not each spend the same last request of the share.
+                if wait.is_zero() {
+                    b.remaining = b.remaining.saturating_sub(1);
+                }
+                wait
             })
         };
         if !wait.is_zero() {
@@ -568,12 +580,13 @@ mod tests {
         let reset = Duration::from_secs(40);
         // Half of 600 is reserved for the org: at 301 remaining go on, at 300 wait for the reset.
         assert_eq!(wait_before_request(600, 301, reset, Duration::ZERO, 0.5), Duration::ZERO);
-        assert_eq!(wait_before_request(600, 300, reset, Duration::ZERO, 0.5), reset);
+        // The wait is to the stated reset and a second more (it is given in whole seconds).
+        assert_eq!(wait_before_request(600, 300, reset, Duration::ZERO, 0.5), Duration::from_secs(41));
         assert_eq!(
             wait_before_request(600, 10, reset, Duration::from_secs(30), 0.5),
-            Duration::from_secs(10)
+            Duration::from_secs(11)
         );
-        assert_eq!(wait_before_request(600, 10, reset, Duration::from_secs(50), 0.5), Duration::ZERO);
+        assert_eq!(wait_before_request(600, 10, reset, Duration::from_secs(41), 0.5), Duration::ZERO);
         assert_eq!(
             wait_before_request(0, 0, reset, Duration::ZERO, 0.5),
             Duration::ZERO,
