@@ -1728,9 +1728,27 @@ fn decide_batch(
             }
             _ => {}
         }
-        outcome.decisions.push((item.clone(), decision, was_active));
+        outcome.decisions.push((without_resource(item), decision, was_active));
     }
     Ok(outcome)
+}
+
+/// A staged user as a decision keeps it: its mapped resource is not needed past deciding (a
+/// create or update carries the desired body), and batches decided ahead hold thousands.
+fn without_resource(item: &StagedUser) -> StagedUser {
+    let user = &item.user;
+    StagedUser {
+        user_id: item.user_id.clone(),
+        user: MappedUser {
+            source_id: user.source_id.clone(),
+            status: user.status,
+            created: user.created.clone(),
+            user_name: user.user_name.clone(),
+            primary_email: user.primary_email.clone(),
+            manager_source_id: user.manager_source_id.clone(),
+            resource: Stored::default(),
+        },
+    }
 }
 
 /// The scimd ids of the users among `sources` that the connection owns or that this run
