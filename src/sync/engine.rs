@@ -1201,61 +1201,36 @@ impl Run<'_> {
     }
 
     /// The apply pass: revisits the batches the plan found changes in, a few per transaction,
-    /// each decided again against what is stored just before it is applied. Deciding is a good
-    /// part of the single SQLite writer's work, so the next transaction's batches are decided
-    /// ahead on a reader connection while the writer applies these. A decision made ahead is used
-    /// only while every batch applied since only created users: creates free no userName and
-    /// change no owned user, so it is the decision the writer would make. After an update (a
-    /// rename frees a name) the writer decides the rest again itself.
+    /// each decided again against what is stored just before it is applied (a rename earlier in
+    /// the run may have freed the userName a later user takes).
+    ///
+    /// Deciding the next transaction's batches on a reader while the writer applied these was
+    /// tried: no gain beyond the run-to-run spread, and 27 MiB more peak RSS (BENCHMARKS.md).
     async fn apply_users(&mut self, context: &BatchContext, counts: &mut Counts) -> Result<()> {
         let starts: Vec<Option<String>> =
             self.changed_batches.iter().map(|(start, _)| start.clone()).collect();
         // Each commit writes every page its batches touched, and the value index's pages are
         // touched all over (see BENCHMARKS.md), so fewer, larger commits write far less.
-        let groups: Vec<Vec<Option<String>>> = starts.chunks(BATCHES_PER_COMMIT).map(<[_]>::to_vec).collect();
-        let mut ahead: Option<Vec<Decided>> = None;
-        for (n, group) in groups.iter().enumerate() {
-            let (write_context, cursors, decided) = (context.clone(), group.clone(), ahead.take());
-            let actor = self.actor.clone();
-            let apply = self.store.write_bulk(move |conn, registry| {
-                // Decisions made ahead hold until a batch applied since had updates.
-                let mut ahead = decided.map(Vec::into_iter);
-                let mut updated = false;
-                let mut results = Vec::with_capacity(cursors.len());
-                for cursor in &cursors {
-                    let made_ahead = ahead.as_mut().and_then(Iterator::next).filter(|_| !updated);
-                    let mut outcome = match made_ahead {
-                        Some(decided) => decided.outcome,
-                        None => decide_batches(conn, registry, &write_context, std::slice::from_ref(cursor))?
-                            .pop()
-                            .map(|decided| decided.outcome)
-                            .unwrap_or_default(),
-                    };
-                    let planned_conflicts = outcome.conflicts.len();
-                    updated |= outcome.decisions.iter().any(|(_, d, _)| matches!(d, Decision::Update(_)));
-                    let c = &write_context;
-                    apply_batch(conn, registry, &c.directory, &c.connection, &actor, &mut outcome)?;
-                    results.push((outcome, planned_conflicts));
-                }
-                Ok((results, updated))
-            });
-            let next = groups.get(n + 1).cloned();
-            let read_context = context.clone();
-            let decide_next = async {
-                match next {
-                    Some(cursors) => Some(
-                        self.store
-                            .read(move |conn, registry| {
-                                decide_batches(conn, registry, &read_context, &cursors)
-                            })
-                            .await,
-                    ),
-                    None => None,
-                }
-            };
-            let (applied, decided_next) = tokio::join!(apply, decide_next);
-            let (results, updated) = applied?;
-            ahead = if updated { None } else { decided_next.transpose()? };
+        for group in starts.chunks(BATCHES_PER_COMMIT) {
+            let (context, cursors, actor) = (context.clone(), group.to_vec(), self.actor.clone());
+            let results = self
+                .store
+                .write_bulk(move |conn, registry| {
+                    let mut results = Vec::with_capacity(cursors.len());
+                    for cursor in &cursors {
+                        let mut outcome =
+                            decide_batches(conn, registry, &context, std::slice::from_ref(cursor))?
+                                .pop()
+                                .map(|decided| decided.outcome)
+                                .unwrap_or_default();
+                        let planned_conflicts = outcome.conflicts.len();
+                        let c = &context;
+                        apply_batch(conn, registry, &c.directory, &c.connection, &actor, &mut outcome)?;
+                        results.push((outcome, planned_conflicts));
+                    }
+                    Ok(results)
+                })
+                .await?;
             for (outcome, planned_conflicts) in results {
                 tally(counts, &outcome);
                 // The plan pass reported the rest; only what applying found is new.

@@ -366,10 +366,10 @@ async fn user_name_of(server: &TestServer, okta_id: &str) -> Value {
     user_by_external_id(server, okta_id).await.unwrap()["userName"].clone()
 }
 
-/// With over 2,000 changed users the apply pass spans several transactions, and decides the
-/// next one's batches while the writer applies the current one. A userName freed by a rename
-/// early in the run must still go to the user who takes it later in the run, whether it is
-/// freed in the transaction before or earlier in the same one.
+/// With over 2,000 changed users the apply pass spans several transactions. A userName freed by
+/// a rename early in the run must still go to the user who takes it later in the run, whether it
+/// is freed in the transaction before or earlier in the same one: each batch is decided against
+/// what is stored just before it is applied (deciding ahead, on a reader, got this wrong).
 async fn a_username_freed_in_a_large_run_is_taken_later_in_the_same_run(server: TestServer) {
     let mut org = Org::empty();
     for n in 0..1000 {
