@@ -229,6 +229,9 @@ pub enum DirectoryCommand {
         /// Largest SCIM page this directory serves (1-10000); 0 restores the server's default.
         #[arg(long)]
         max_page_size: Option<u32>,
+        /// Whether the people lookup shows deactivated people (marked as such) or hides them.
+        #[arg(long)]
+        show_deactivated: Option<bool>,
     },
     /// List directories.
     List,
@@ -418,17 +421,18 @@ fn directory(store: &Store, command: DirectoryCommand) -> Result<()> {
                 created.slug, created.id, created.slug
             );
         }
-        DirectoryCommand::Configure { slug, name, deletion, max_page_size } => {
+        DirectoryCommand::Configure { slug, name, deletion, max_page_size, show_deactivated } => {
             let max_page_size = max_page_size.map(|n| if n == 0 { None } else { Some(n) });
-            let settings = Settings { slug: None, name, deletion, max_page_size, show_deactivated: None };
+            let settings = Settings { slug: None, name, deletion, max_page_size, show_deactivated };
             let changed = store
                 .write_now(move |conn, _| directories::configure(conn, &Actor::Cli, &slug, &settings))?;
             let page = changed.max_page_size.map_or_else(|| "server default".to_string(), |n| n.to_string());
             eprintln!(
-                "directory '{}': name = {}, deletion = {}, max page size = {page}",
+                "directory '{}': name = {}, deletion = {}, max page size = {page}, show deactivated = {}",
                 changed.slug,
                 changed.name,
-                changed.deletion.as_str()
+                changed.deletion.as_str(),
+                changed.show_deactivated
             );
         }
         DirectoryCommand::Delete { slug, purge } => {

@@ -1,12 +1,13 @@
 //! People search for the lookup page: prefix matching on indexes. userName and displayName
 //! use their folded columns, the other searched attributes the `user_values (directory_id,
 //! attr, value)` index, each as a `>= prefix AND < prefix + U+10FFFF` range; every word of the
-//! query must match some attribute. Pages continue after the last id. A page is first looked
-//! for among the next people in id order (cheap when the prefixes are common), then collected
-//! from the indexes (cheap when they are rare); see [`search`]. And one person's page:
-//! contact data, manager, direct reports (by the `users (directory_id, manager_id)` index) and
-//! groups. Deactivated and deprovisioned people are included, marked `active: false`, unless
-//! the directory's `show_deactivated` is off.
+//! query must match some attribute. Pages continue after the last id. Each word's index
+//! entries are counted first (capped); then a page is looked for among the next people in id
+//! order (cheap when the prefixes are common), else collected from the indexes of the rarest
+//! word and checked against the others (cheap when it is rare); see [`search`]. And one
+//! person's page: contact data, manager, direct reports (by the `users (directory_id,
+//! manager_id)` index) and groups. Deactivated and deprovisioned people are included, marked
+//! `active: false`, unless the directory's `show_deactivated` is off.
 
 use diesel::prelude::*;
 use serde_json::Value;
@@ -90,6 +91,32 @@ pub struct Profile {
 /// Direct reports listed on a page at most.
 const MAX_REPORTS: i64 = 1000;
 
+/// Where a word is looked for: the folded userName and displayName columns of `users`, and each
+/// [`SEARCHED`] key of `user_values`; each has a prefix-friendly index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    UserName,
+    DisplayName,
+    Value(&'static str),
+}
+
+fn sources() -> impl Iterator<Item = Source> {
+    [Source::UserName, Source::DisplayName].into_iter().chain(SEARCHED.iter().map(|attr| Source::Value(attr)))
+}
+
+/// Index entries counted per word and source at most when estimating (see [`estimate`]).
+const ESTIMATE_CAP: i64 = 1000;
+
+/// A word of the query, with what its estimate found: the sources holding some value that starts
+/// with it, and how many index entries start with it (each source counted up to
+/// [`ESTIMATE_CAP`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Term {
+    word: String,
+    sources: Vec<Source>,
+    entries: i64,
+}
+
 fn prefix_range(sql: &mut SqlFragment, column: &str, word: &str) {
     sql.push_sql(column);
     sql.push_sql(" >= ");
@@ -100,51 +127,146 @@ fn prefix_range(sql: &mut SqlFragment, column: &str, word: &str) {
     sql.push(SqlPart::Text(format!("{word}\u{10FFFF}")));
 }
 
-/// The ids of the users with some searched attribute starting with `word`: one index range
-/// per attribute.
-fn matching_ids(sql: &mut SqlFragment, directory: &DirectoryId, word: &str) {
-    sql.push_sql("SELECT u.id AS id FROM users u WHERE u.directory_id = ");
+/// `SELECT <id> AS id FROM ...`: the entries of `source` starting with `word`, by its index.
+/// `id` is the expression selected, by default the user's id.
+fn source_entries(
+    sql: &mut SqlFragment,
+    directory: &DirectoryId,
+    source: Source,
+    word: &str,
+    id: Option<&str>,
+) {
+    let (from, user_id, column) = match source {
+        Source::UserName => ("users u WHERE u.directory_id = ", "u.id", "u.user_name_folded"),
+        Source::DisplayName => ("users u WHERE u.directory_id = ", "u.id", "u.display_name_folded"),
+        Source::Value(_) => ("user_values v WHERE v.directory_id = ", "v.user_id", "v.value"),
+    };
+    sql.push_sql(&format!("SELECT {} AS id FROM {from}", id.unwrap_or(user_id)));
     sql.push(SqlPart::Text(directory.0.clone()));
     sql.push_sql(" AND ");
-    prefix_range(sql, "u.user_name_folded", word);
-    sql.push_sql(" UNION SELECT u.id AS id FROM users u WHERE u.directory_id = ");
-    sql.push(SqlPart::Text(directory.0.clone()));
-    sql.push_sql(" AND ");
-    prefix_range(sql, "u.display_name_folded", word);
-    for attr in SEARCHED {
-        sql.push_sql(" UNION SELECT v.user_id AS id FROM user_values v WHERE v.directory_id = ");
-        sql.push(SqlPart::Text(directory.0.clone()));
-        sql.push_sql(" AND v.attr = ");
-        sql.push(SqlPart::Text((*attr).to_string()));
+    if let Source::Value(attr) = source {
+        sql.push_sql("v.attr = ");
+        sql.push(SqlPart::Text(attr.to_string()));
         sql.push_sql(" AND ");
-        prefix_range(sql, "v.value", word);
+    }
+    prefix_range(sql, column, word);
+}
+
+/// How common each word is: for each word and source, `(term, source, entries)` with the index
+/// entries of that source starting with the word, counted from the index alone up to
+/// [`ESTIMATE_CAP`]. Its shape depends only on the number of words, so it is cached.
+fn estimate_statement(backend: Backend, directory: &DirectoryId, words: &[String]) -> SqlFragment {
+    let mut sql = SqlFragment::new(backend);
+    for (n, word) in words.iter().enumerate() {
+        for (k, source) in sources().enumerate() {
+            sql.push_sql(if n + k == 0 { "" } else { " UNION ALL " });
+            sql.push_sql(&format!("SELECT {n} AS term, {k} AS source, (SELECT COUNT(*) FROM ("));
+            source_entries(&mut sql, directory, source, word, Some("1"));
+            sql.push_sql(" LIMIT ");
+            sql.push(SqlPart::BigInt(ESTIMATE_CAP));
+            sql.push_sql(") e) AS entries");
+        }
+    }
+    sql
+}
+
+#[derive(Debug, QueryableByName)]
+struct EstimateRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    term: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    source: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    entries: i64,
+}
+
+/// The words with their estimates (see [`Term`]).
+fn estimate(
+    conn: &mut DbConn,
+    backend: Backend,
+    directory: &DirectoryId,
+    words: Vec<String>,
+) -> Result<Vec<Term>> {
+    let rows = Statement::cached(estimate_statement(backend, directory, &words)).load::<EstimateRow>(conn)?;
+    let all: Vec<Source> = sources().collect();
+    let mut terms: Vec<Term> =
+        words.into_iter().map(|word| Term { word, sources: Vec::new(), entries: 0 }).collect();
+    for row in rows.into_iter().filter(|row| row.entries > 0) {
+        let source = usize::try_from(row.source).ok().and_then(|k| all.get(k));
+        let term = usize::try_from(row.term).ok().and_then(|n| terms.get_mut(n));
+        if let (Some(source), Some(term)) = (source, term) {
+            term.sources.push(*source);
+            term.entries += row.entries;
+        }
+    }
+    Ok(terms)
+}
+
+/// The ids of the users with some value starting with the term's word: one index range per
+/// source that holds such a value.
+fn matching_ids(sql: &mut SqlFragment, directory: &DirectoryId, term: &Term) {
+    for (n, source) in term.sources.iter().enumerate() {
+        sql.push_sql(if n == 0 { "" } else { " UNION " });
+        source_entries(sql, directory, *source, &term.word, None);
     }
 }
 
-/// ` AND (<the user row `alias` has some searched attribute starting with word>)`, checked on
-/// the row and its values.
-fn row_matches(sql: &mut SqlFragment, alias: &str, word: &str) {
+/// ` AND (<the user row `alias` has a value starting with the term's word>)`, checked on the row
+/// and, through `user_values_user`, its values, in the sources that hold such a value.
+fn row_matches(sql: &mut SqlFragment, alias: &str, term: &Term) {
+    // On PostgreSQL users.id is COLLATE "C" and user_values.user_id is not: compared as they are,
+    // `v.user_id = u.id` takes "C" and cannot use user_values_user (a table scan per row), and
+    // the planner may turn the EXISTS into a hash of every value starting with the word. An
+    // explicit collation and `OFFSET 0` (which it does not rewrite) make it one index probe a row.
+    let (id_collation, fence) = match sql.backend {
+        Backend::Postgres => (" COLLATE \"default\"", " OFFSET 0"),
+        Backend::Sqlite => ("", ""),
+    };
     sql.push_sql(" AND (");
-    prefix_range(sql, &format!("{alias}.user_name_folded"), word);
-    sql.push_sql(" OR ");
-    prefix_range(sql, &format!("{alias}.display_name_folded"), word);
-    sql.push_sql(" OR EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = ");
-    sql.push_sql(alias);
-    sql.push_sql(".id AND v.attr IN (");
-    for (n, attr) in SEARCHED.iter().enumerate() {
-        sql.push_sql(if n == 0 { "" } else { ", " });
-        sql.push(SqlPart::Text((*attr).to_string()));
+    let mut first = true;
+    let mut or = |sql: &mut SqlFragment| {
+        sql.push_sql(if first { "" } else { " OR " });
+        first = false;
+    };
+    for source in &term.sources {
+        let column = match source {
+            Source::UserName => "user_name_folded",
+            Source::DisplayName => "display_name_folded",
+            Source::Value(_) => continue,
+        };
+        or(sql);
+        prefix_range(sql, &format!("{alias}.{column}"), &term.word);
     }
-    sql.push_sql(") AND ");
-    prefix_range(sql, "v.value", word);
-    sql.push_sql("))");
+    let attrs: Vec<&str> = term
+        .sources
+        .iter()
+        .filter_map(|source| match source {
+            Source::Value(attr) => Some(*attr),
+            Source::UserName | Source::DisplayName => None,
+        })
+        .collect();
+    if !attrs.is_empty() {
+        or(sql);
+        sql.push_sql(&format!(
+            "EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = {alias}.id{id_collation} AND v.attr IN ("
+        ));
+        for (n, attr) in attrs.iter().enumerate() {
+            sql.push_sql(if n == 0 { "" } else { ", " });
+            sql.push(SqlPart::Text((*attr).to_string()));
+        }
+        sql.push_sql(") AND ");
+        prefix_range(sql, "v.value", &term.word);
+        sql.push_sql(fence);
+        sql.push_sql(")");
+    }
+    sql.push_sql(")");
 }
 
 /// People of the directory checked one by one in id order, at most [`SCAN_WINDOW`] of them.
 fn window_statement(
     backend: Backend,
     directory: &DirectoryId,
-    terms: &[String],
+    terms: &[Term],
     after: Option<&str>,
     limit: i64,
     show_deactivated: bool,
@@ -159,38 +281,37 @@ fn window_statement(
     sql.push_sql(" ORDER BY users.id LIMIT ");
     sql.push(SqlPart::BigInt(SCAN_WINDOW));
     sql.push_sql(") u WHERE 1 = 1");
-    for word in terms {
-        row_matches(&mut sql, "u", word);
+    for term in terms {
+        row_matches(&mut sql, "u", term);
     }
     sql.push_sql(" ORDER BY u.id LIMIT ");
     sql.push(SqlPart::BigInt(limit));
     sql
 }
 
-/// Everyone matching, collected from the indexes: the matches of the longest term (the most
-/// selective, likely), kept when they match the other terms too. `CROSS JOIN` keeps SQLite from
-/// walking the whole directory in id order and probing the matches instead.
+/// Everyone matching, collected from the indexes: the matches of the `driver` term (the one
+/// with the fewest index entries), kept when their row and values match the other terms too.
+/// `CROSS JOIN` keeps SQLite from walking the whole directory in id order and probing the
+/// matches instead.
 fn index_statement(
     backend: Backend,
     directory: &DirectoryId,
-    terms: &[String],
+    terms: &[Term],
+    driver: usize,
     after: Option<&str>,
     limit: i64,
     show_deactivated: bool,
 ) -> SqlFragment {
     let mut sql = SqlFragment::new(backend);
-    let longest = terms.iter().enumerate().max_by_key(|(n, t)| (t.chars().count(), std::cmp::Reverse(*n)));
     sql.push_sql("SELECT users.id AS id FROM (");
-    if let Some((_, word)) = longest {
-        matching_ids(&mut sql, directory, word);
+    if let Some(term) = terms.get(driver) {
+        matching_ids(&mut sql, directory, term);
     }
     sql.push_sql(") m CROSS JOIN users WHERE users.id = m.id AND users.directory_id = ");
     sql.push(SqlPart::Text(directory.0.clone()));
-    for (n, word) in terms.iter().enumerate() {
-        if longest.map(|(l, _)| l) != Some(n) {
-            sql.push_sql(" AND users.id IN (");
-            matching_ids(&mut sql, directory, word);
-            sql.push_sql(")");
+    for (n, term) in terms.iter().enumerate() {
+        if n != driver {
+            row_matches(&mut sql, "users", term);
         }
     }
     live_and_after(&mut sql, after, show_deactivated);
@@ -211,9 +332,9 @@ fn live_and_after(sql: &mut SqlFragment, after: Option<&str>, show_deactivated: 
     }
 }
 
-/// The folded terms of a query, each a prefix some searched attribute must start with: its
+/// The folded words of a query, each a prefix some searched attribute must start with: its
 /// words, or, for a query without letters (a phone number, "+1 555 01"), the whole of it.
-fn terms(query: &str) -> Vec<String> {
+fn words(query: &str) -> Vec<String> {
     let folded = fold(query);
     if folded.chars().any(char::is_alphabetic) {
         folded.split_whitespace().take(MAX_WORDS).map(str::to_string).collect()
@@ -227,8 +348,31 @@ fn terms(query: &str) -> Vec<String> {
     }
 }
 
+/// The term the index search starts from: the fewest index entries, then the longest word.
+fn driver(terms: &[Term]) -> usize {
+    terms
+        .iter()
+        .enumerate()
+        .min_by_key(|(n, t)| (t.entries, std::cmp::Reverse(t.word.chars().count()), *n))
+        .map_or(0, |(n, _)| n)
+}
+
+fn load_ids(conn: &mut DbConn, statement: SqlFragment) -> Result<Vec<String>> {
+    Ok(Statement::once(statement).load::<IdRow>(conn)?.into_iter().map(|r| r.id).collect())
+}
+
 /// Up to `limit` people matching `query` after id `after`, by id; deactivated ones only when
 /// `show_deactivated`.
+///
+/// First each word's index entries are counted (capped, from the indexes alone): a word found
+/// nowhere ends the search, and the sources where a word is found nowhere are left out of the
+/// checks below. Common words match much of the directory: checking people in id order finds a
+/// page after a few rows. Rare ones match few: collecting the matches of the rarest word from
+/// its indexes, and checking those against the other words, is cheap. So a window of people in
+/// order is checked first, unless the rarest word has fewer index entries than the window has
+/// rows, and only when it holds less than a page are the matches collected from the indexes.
+/// (On PostgreSQL the statements run in one read-committed transaction: a value written between
+/// them may be missed by this one search, as if it had run a moment earlier.)
 pub fn search(
     conn: &mut DbConn,
     directory: &DirectoryId,
@@ -241,24 +385,30 @@ pub fn search(
         DbConn::Sqlite(_) => Backend::Sqlite,
         DbConn::Postgres(_) => Backend::Postgres,
     };
-    let terms = terms(query);
-    // Common prefixes match much of the directory: checking people in id order finds a page
-    // after a few rows. Rare ones match few: collecting their matches from the value indexes is
-    // cheap. So check a window of people in order first, and only when it holds less than a
-    // page (the terms are rare there, under one match in 50 rows) collect from the indexes.
-    let mut ids: Vec<String> =
-        Statement::once(window_statement(backend, directory, &terms, after, limit, show_deactivated))
-            .load::<IdRow>(conn)?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-    if (ids.len() as i64) < limit && !terms.is_empty() {
-        ids = Statement::once(index_statement(backend, directory, &terms, after, limit, show_deactivated))
-            .load::<IdRow>(conn)?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-    }
+    let words = words(query);
+    let ids = if words.is_empty() {
+        load_ids(conn, window_statement(backend, directory, &[], after, limit, show_deactivated))?
+    } else {
+        let terms = estimate(conn, backend, directory, words)?;
+        if terms.iter().any(|t| t.sources.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let driver = driver(&terms);
+        let rare = terms.get(driver).is_some_and(|t| t.entries < SCAN_WINDOW);
+        let window = if rare {
+            Vec::new()
+        } else {
+            load_ids(conn, window_statement(backend, directory, &terms, after, limit, show_deactivated))?
+        };
+        if (window.len() as i64) < limit {
+            load_ids(
+                conn,
+                index_statement(backend, directory, &terms, driver, after, limit, show_deactivated),
+            )?
+        } else {
+            window
+        }
+    };
     let mut rows: Vec<(String, String, bool, Option<i64>, String)> = users::table
         .filter(users::directory_id.eq(&directory.0))
         .filter(users::id.eq_any(&ids))
@@ -457,13 +607,56 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::terms;
+    use super::{driver, row_matches, words, Source, Term};
+    use crate::store::filter_sql::SqlFragment;
+    use crate::store::Backend;
 
     #[test]
     fn a_query_is_its_words_or_a_whole_phone_number() {
-        assert_eq!(terms("Maria  GA"), ["maria", "ga"]);
-        assert_eq!(terms("a b c d e f"), ["a", "b", "c", "d"]);
-        assert_eq!(terms(" +1  555 01 "), ["+1 555 01"]);
-        assert_eq!(terms("   "), Vec::<String>::new());
+        assert_eq!(words("Maria  GA"), ["maria", "ga"]);
+        assert_eq!(words("a b c d e f"), ["a", "b", "c", "d"]);
+        assert_eq!(words(" +1  555 01 "), ["+1 555 01"]);
+        assert_eq!(words("   "), Vec::<String>::new());
+    }
+
+    fn term(word: &str, entries: i64) -> Term {
+        Term { word: word.into(), sources: vec![Source::UserName], entries }
+    }
+
+    #[test]
+    fn the_index_search_starts_from_the_word_with_the_fewest_entries_then_the_longest() {
+        let cases: [(&[Term], usize); 4] = [
+            (&[term("maria", 4000), term("ga", 1000)], 1),
+            (&[term("ga", 1000), term("maria", 4000)], 0),
+            (&[term("ma", 9000), term("maria", 9000)], 1),
+            (&[term("ab", 5), term("cd", 5)], 0),
+        ];
+        for (terms, expected) in cases {
+            assert_eq!(driver(terms), expected, "{terms:?}");
+        }
+    }
+
+    #[test]
+    fn a_row_is_checked_only_in_the_sources_holding_the_word() {
+        let term = Term {
+            word: "ga".into(),
+            sources: vec![Source::DisplayName, Source::Value("name.familyname")],
+            entries: 7,
+        };
+        let mut sql = SqlFragment::new(Backend::Sqlite);
+        row_matches(&mut sql, "u", &term);
+        assert_eq!(
+            sql.to_debug_string(),
+            " AND (u.display_name_folded >= ? AND u.display_name_folded < ? OR EXISTS (SELECT 1 FROM \
+             user_values v WHERE v.user_id = u.id AND v.attr IN (?) AND v.value >= ? AND v.value < ?))"
+        );
+        // PostgreSQL probes user_values_user once per row (see row_matches).
+        let mut sql = SqlFragment::new(Backend::Postgres);
+        row_matches(&mut sql, "u", &Term { sources: vec![Source::Value("title")], ..term });
+        assert_eq!(
+            sql.to_debug_string(),
+            " AND (EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = u.id COLLATE \"default\" AND \
+             v.attr IN (?) AND v.value >= ? AND v.value < ? OFFSET 0))"
+        );
     }
 }

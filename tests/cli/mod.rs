@@ -168,13 +168,21 @@ fn serve(dir: &Path, db: &str) -> (Serving, String, String) {
 
 /// A minimal HTTP/1.0 GET, enough for a probe without an async runtime.
 fn http_get_status(host: &str, path: &str, bearer: Option<&str>) -> Option<u16> {
+    let auth = bearer.map(|key| format!("Authorization: Bearer {key}"));
+    http_get(host, path, auth.as_deref()).map(|(status, _)| status)
+}
+
+/// A minimal HTTP/1.0 GET with one extra header line: the status and the body.
+fn http_get(host: &str, path: &str, header: Option<&str>) -> Option<(u16, String)> {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(host).ok()?;
-    let auth = bearer.map(|key| format!("Authorization: Bearer {key}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").ok()?;
+    let header = header.map(|line| format!("{line}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{header}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Some((status, body))
 }
 
 #[test]
@@ -285,6 +293,85 @@ fn a_directory_holding_users_is_deleted_only_with_purge() {
     assert!(String::from_utf8_lossy(&purged.stderr).contains("1 user(s)"));
     let listed = stdout(&run(scimd(dir.path()).args(["--database-url", &db, "directory", "list"])));
     assert!(!listed.contains("acme"), "{listed}");
+}
+
+/// Alice (active) and Dave (deactivated) in directory `acme`, and a lookup session of Alice's
+/// opened straight through the store, as the ACS would: the session cookie's value.
+fn lookup_people_and_session(db: &str) -> String {
+    use scimd::store::{audit::Actor, directories, saml, users};
+    let store =
+        scimd::app::open_store(&scimd::config::Config { database_url: db.to_string(), ..Default::default() })
+            .unwrap();
+    store
+        .write_now(|conn, registry| {
+            let acme = directories::get_by_slug(conn, "acme")?;
+            for (user_name, display_name, active) in
+                [("alice@example.com", "Alice Liddell", true), ("dave@example.com", "Dave Gone", false)]
+            {
+                let body = serde_json::json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": user_name, "displayName": display_name, "active": active,
+                });
+                let user = scimd::scim::resource::normalize(&registry.user, &body)?;
+                users::insert(conn, registry, &acme.id, &Actor::Cli, user)?;
+            }
+            let key = scimd::saml::CookieKey::new(&saml::cookie_key(conn)?);
+            let session_id = format!("cli-test-{}", uuid::Uuid::new_v4().simple());
+            let expires_at = scimd::store::now_millis() + 3_600_000;
+            let login = scimd::saml::VerifiedLogin {
+                assertion_id: format!("_cli{}", uuid::Uuid::new_v4().simple()),
+                subject: "alice@example.com".into(),
+                in_response_to: None,
+                valid_until: chrono::Utc::now() + chrono::Duration::minutes(5),
+            };
+            let new = saml::NewSession {
+                id_hash: scimd::token::hash(&session_id),
+                csrf_token: "cli-test".into(),
+                expires_at,
+            };
+            saml::complete_sign_in(conn, &acme.id, &login, &new)?.unwrap();
+            Ok(key.seal("session", &session_id, expires_at))
+        })
+        .unwrap()
+}
+
+#[test]
+fn directory_configure_show_deactivated_hides_deactivated_people_from_the_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("lookup.db").display());
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    let cookie = lookup_people_and_session(&db);
+    let (_server, _, bind) = serve(dir.path(), &db);
+    let search = |q: &str| -> serde_json::Value {
+        let cookie = format!("Cookie: scimd_session={cookie}");
+        let (status, body) = http_get(&bind, &format!("/d/acme/api/people?q={q}"), Some(&cookie)).unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let configure = |show: &str| {
+        let args = ["--database-url", &db, "directory", "configure", "acme", "--show-deactivated", show];
+        String::from_utf8_lossy(&run(scimd(dir.path()).args(args)).stderr).to_string()
+    };
+    // Shown, marked, by default.
+    assert_eq!(search("dave")["items"][0]["active"], false);
+
+    let told = configure("false");
+    assert!(told.contains("show deactivated = false"), "{told}");
+    assert_eq!(search("dave")["items"], serde_json::json!([]));
+    assert_eq!(search("alice")["items"][0]["userName"], "alice@example.com");
+
+    let told = configure("true");
+    assert!(told.contains("show deactivated = true"), "{told}");
+    assert_eq!(search("dave")["items"][0]["userName"], "dave@example.com");
+
+    // Anything but true or false is refused, and changes nothing.
+    let refused = scimd(dir.path())
+        .args(["--database-url", &db, "directory", "configure", "acme", "--show-deactivated", "no"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--show-deactivated"));
+    assert_eq!(search("dave")["items"][0]["active"], false);
 }
 
 #[test]

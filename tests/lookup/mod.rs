@@ -226,6 +226,76 @@ async fn deactivated_people_are_marked_unless_the_directory_hides_them(server: T
     assert!(audit.body.to_string().contains("show_deactivated"), "{}", audit.body);
 }
 
+/// Every page of the JSON search for `q`, followed by its cursors: the ids found, in order.
+async fn all_pages(server: &TestServer, browser: &mut Browser, q: &str) -> (Vec<String>, Vec<Value>) {
+    let (mut ids, mut pages, mut cursor) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let mut url = server.url(&format!("/d/acme/api/people?q={q}"));
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = serde_json::from_str(&browser.get(&url).await.body).unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 20, "{page}");
+        ids.extend(items.iter().map(|p| p["id"].as_str().unwrap().to_string()));
+        cursor = page["next"].as_str().map(str::to_string);
+        pages.push(page.clone());
+        if cursor.is_none() {
+            return (ids, pages);
+        }
+        assert_eq!(items.len(), 20, "only a full page has a next one: {page}");
+        assert!(pages.len() < 10, "the cursors must end");
+    }
+}
+
+async fn words_matching_different_attributes_find_people_and_page_in_id_order(server: TestServer) {
+    let (mut browser, staff) = signed_in(&server).await;
+    // Welders of the harbour, but every fifth one a clerk and every seventh in the office; the
+    // first is deactivated and the second's title and department swap the words' attributes.
+    let mut expected = Vec::new();
+    for n in 0..34 {
+        let (title, department) = match n {
+            1 => ("Harbor Pilot", "Welding"),
+            _ if n % 5 == 4 => ("Clerk", "Harbor"),
+            _ if n % 7 == 6 => ("Welder", "Office"),
+            _ => ("Welder", "Harbor"),
+        };
+        let mut body =
+            person(&format!("dock{n}@example.com"), &format!("Dock Worker {n}"), title, department, None);
+        body["active"] = json!(n != 0);
+        let id = server.create_user(body).await["id"].as_str().unwrap().to_string();
+        if n % 5 != 4 && n % 7 != 6 {
+            expected.push(id);
+        }
+    }
+    expected.sort();
+    assert_eq!(expected.len(), 24);
+
+    // Title and department, in either order, and with a userName prefix on top.
+    for q in ["wel%20harb", "HARB%20wel", "wel%20harb%20dock"] {
+        let (ids, pages) = all_pages(&server, &mut browser, q).await;
+        assert_eq!(ids, expected, "{q}");
+        assert_eq!(pages.len(), 2, "{q}");
+        assert_eq!(pages[0]["items"][0]["active"], false, "{q}");
+    }
+    // A userName (and displayName) word and the start of a phone number; no one of staff matches.
+    let (ids, _) = all_pages(&server, &mut browser, "dock%20%2B1").await;
+    assert_eq!(ids.len(), 34);
+    let (ids, _) = all_pages(&server, &mut browser, "wel%20navy").await;
+    assert!(ids.is_empty(), "{ids:?}");
+    let (ids, _) = all_pages(&server, &mut browser, "grace%20navy%20rear").await;
+    assert_eq!(ids, std::slice::from_ref(&staff.grace));
+
+    // Without the deactivated: the same people but the first, still in two pages.
+    let hidden = server
+        .admin(Method::PUT, "/admin/v1/directories/acme/lookup", Some(json!({"show_deactivated": false})))
+        .await;
+    assert_eq!(hidden.status, StatusCode::OK, "{}", hidden.body);
+    let (ids, pages) = all_pages(&server, &mut browser, "harb%20wel").await;
+    assert_eq!(ids, expected[1..], "{pages:?}");
+    assert_eq!(pages.len(), 2);
+}
+
 async fn another_directorys_session_opens_no_lookup_page(server: TestServer) {
     let (mut browser, staff) = signed_in(&server).await;
     let (_, globex_key) = server.second_directory("globex");
@@ -266,5 +336,6 @@ on_both_backends!(
     the_search_page_lists_results_without_javascript,
     text_from_the_directory_is_escaped,
     deactivated_people_are_marked_unless_the_directory_hides_them,
+    words_matching_different_attributes_find_people_and_page_in_id_order,
     another_directorys_session_opens_no_lookup_page,
 );
