@@ -1,4 +1,6 @@
-//! Embedded migrations, one tree per backend, applied by `scimd migrate` and on `serve`.
+//! Embedded migrations, one tree per backend, applied by `scimd migrate` and on `serve`. They are
+//! read at compile time and cargo does not watch the directory: after adding one to a built
+//! tree, touch this file.
 
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
