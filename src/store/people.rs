@@ -409,7 +409,7 @@ pub fn search(
             window
         }
     };
-    let mut rows: Vec<(String, String, bool, Option<i64>, String)> = users::table
+    let mut rows: Vec<PersonColumns> = users::table
         .filter(users::directory_id.eq(&directory.0))
         .filter(users::id.eq_any(&ids))
         .select((users::id, users::user_name, users::active, users::deprovisioned_at, users::data))

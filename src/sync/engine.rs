@@ -1178,11 +1178,10 @@ impl Run<'_> {
             let (last, outcome) = self
                 .store
                 .read(move |conn, registry| {
-                    let mut decided = decide_batches(conn, registry, &context, &[start])?;
-                    Ok(decided.pop().map(|d| (d.last, d.outcome)))
+                    let decided = decide_next_batch(conn, registry, &context, start.as_deref())?;
+                    Ok((decided.last, decided.outcome))
                 })
-                .await?
-                .unwrap_or_default();
+                .await?;
             tally(counts, &outcome);
             self.conflicts.extend(outcome.conflicts.iter().cloned());
             self.warnings.extend(outcome.warnings.iter().cloned());
@@ -1219,10 +1218,7 @@ impl Run<'_> {
                     let mut results = Vec::with_capacity(cursors.len());
                     for cursor in &cursors {
                         let mut outcome =
-                            decide_batches(conn, registry, &context, std::slice::from_ref(cursor))?
-                                .pop()
-                                .map(|decided| decided.outcome)
-                                .unwrap_or_default();
+                            decide_next_batch(conn, registry, &context, cursor.as_deref())?.outcome;
                         let planned_conflicts = outcome.conflicts.len();
                         let c = &context;
                         apply_batch(conn, registry, &c.directory, &c.connection, &actor, &mut outcome)?;
@@ -1608,44 +1604,26 @@ struct Decided {
     outcome: BatchOutcome,
 }
 
-/// Decides the batches of [`BATCH`] staged users that start after each cursor.
-fn decide_batches(
+/// Decides the batch of [`BATCH`] staged users after source id `after` (from the start when
+/// `None`).
+fn decide_next_batch(
     conn: &mut crate::store::DbConn,
     registry: &Registry,
-    c: &BatchContext,
-    cursors: &[Option<String>],
-) -> Result<Vec<Decided>> {
-    let mut decided = Vec::with_capacity(cursors.len());
-    for start in cursors {
-        let staged = sync_runs::staged_users(conn, &c.run, start.as_deref(), BATCH)?;
-        let outcome = decide_batch(
-            conn,
-            registry,
-            &c.run,
-            &c.connection,
-            &c.directory,
-            &staged,
-            &c.rules,
-            &c.losers,
-            c.source,
-        )?;
-        decided.push(Decided { last: staged.last().map(|s| s.user.source_id.clone()), outcome });
-    }
-    Ok(decided)
+    context: &BatchContext,
+    after: Option<&str>,
+) -> Result<Decided> {
+    let staged = sync_runs::staged_users(conn, &context.run, after, BATCH)?;
+    let outcome = decide_batch(conn, registry, context, &staged)?;
+    Ok(Decided { last: staged.last().map(|s| s.user.source_id.clone()), outcome })
 }
 
-#[allow(clippy::too_many_arguments)] // the batch's context; a struct would only rename it
 fn decide_batch(
     conn: &mut crate::store::DbConn,
     registry: &Registry,
-    run: &str,
-    connection: &str,
-    directory: &DirectoryId,
+    context: &BatchContext,
     staged: &[StagedUser],
-    rules: &UserRules,
-    losers: &HashMap<String, String>,
-    source: &str,
 ) -> Result<BatchOutcome> {
+    let BatchContext { run, connection, directory, rules, losers, source } = context;
     let mut outcome = BatchOutcome::default();
     let sources: Vec<&str> = staged.iter().map(|s| s.user.source_id.as_str()).collect();
     let memberships = sync_runs::groups_of(conn, run, &sources)?;
@@ -1709,7 +1687,7 @@ fn decide_batch(
 }
 
 /// A staged user as a decision keeps it: its mapped resource is not needed past deciding (a
-/// create or update carries the desired body), and batches decided ahead hold thousands.
+/// create or update carries the desired body), and a transaction's batches hold thousands.
 fn without_resource(item: &StagedUser) -> StagedUser {
     let user = &item.user;
     StagedUser {
