@@ -62,6 +62,7 @@ pub fn open_store(config: &Config) -> Result<Store> {
         &config.database_url,
         config.database.pool_size,
         Duration::from_secs(config.database.acquire_timeout_secs),
+        config.database.sqlite_mmap_mib,
         registry,
     )?
     .with_last_used_interval(Duration::from_secs(config.auth.last_used_interval_secs))

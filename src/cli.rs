@@ -397,8 +397,13 @@ fn saml_command(store: &Store, config: &Config, command: SamlCommand) -> Result<
     Ok(())
 }
 
+/// The store for a one-shot command. Its readers map no part of the database (see
+/// `database.sqlite_mmap_mib`): an import reads much of it once, and mapped pages would count in
+/// the command's RSS without making a single pass faster.
 fn migrated_store(config: &Config) -> Result<Store> {
-    let store = app::open_store(config)?;
+    let mut config = config.clone();
+    config.database.sqlite_mmap_mib = 0;
+    let store = app::open_store(&config)?;
     store.migrate()?;
     Ok(store)
 }

@@ -87,6 +87,8 @@ pub enum LogFormat {
 pub struct DatabaseConfig {
     pub pool_size: u32,
     pub acquire_timeout_secs: u64,
+    /// SQLite: how much of the database file reading connections map (see `store::conn`).
+    pub sqlite_mmap_mib: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +108,7 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             secret_key: Secret::default(),
             secret_key_file: String::new(),
-            database: DatabaseConfig { pool_size: 16, acquire_timeout_secs: 5 },
+            database: DatabaseConfig { pool_size: 16, acquire_timeout_secs: 5, sqlite_mmap_mib: 1024 },
             scim: ScimConfig { default_page_size: 100, max_page_size: 200, max_body_bytes: 1024 * 1024 },
             auth: AuthConfig { last_used_interval_secs: 60 },
             rate_limit: RateLimitConfig { requests_per_second: 100, burst: 200 },

@@ -74,6 +74,7 @@ impl Store {
         url: &str,
         pool_size: u32,
         acquire_timeout: Duration,
+        sqlite_mmap_mib: u64,
         registry: Arc<Registry>,
     ) -> Result<Store> {
         let url = DatabaseUrl::parse(url)?;
@@ -86,7 +87,7 @@ impl Store {
             .max_size(pool_size)
             .min_idle(Some(1))
             .connection_timeout(acquire_timeout)
-            .build(conn::ConnectionManager::new(url))
+            .build(conn::ConnectionManager::new(url, sqlite_mmap_mib))
             .map_err(|e| Error::Unavailable(format!("cannot connect to the database: {e}")))?;
         Ok(Store {
             pool,

@@ -13,6 +13,8 @@
 //! per-minute buckets in the fake (users 600, groups 500, apps 100); the importer then spends
 //! half of each, as it does against a real org; it is refused with `--source entra`. `--delta N`
 //! makes N changes in the source after the full runs, then runs a delta run.
+//! `--keep-database PATH` writes the SQLite database there and keeps it. `IMPORT_BENCH_BINARY`
+//! runs another `scimd` build (a copy kept for an A/B comparison) instead of this one.
 
 // The bench uses only part of what the tests use.
 #[allow(dead_code)]
@@ -141,10 +143,19 @@ fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("import.db").display());
+    // `--keep-database PATH`: the database is written there and kept, to inspect afterwards.
+    let database_path = match args.iter().position(|a| a == "--keep-database") {
+        Some(i) => std::path::PathBuf::from(
+            args.get(i + 1).unwrap_or_else(|| refuse("--keep-database needs a path")),
+        ),
+        None => dir.path().join("import.db"),
+    };
+    let db = format!("sqlite://{}", database_path.display());
     let secret = "ab".repeat(32);
     let scimd = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_scimd"));
+        let binary =
+            std::env::var("IMPORT_BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_scimd").into());
+        let mut command = Command::new(binary);
         command
             .current_dir(dir.path())
             .env("SCIMD_SECRET_KEY", &secret)

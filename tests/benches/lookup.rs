@@ -7,7 +7,8 @@
 //! ```sh
 //! cargo bench --bench lookup -- --backend sqlite --users 100000 --requests 400 --concurrency 1,8
 //! ```
-//! Under `cargo test` (no `--bench` argument) it does nothing.
+//! `--only 'maria ga,ma&cursor=*'` measures only those queries. Under `cargo test` (no `--bench`
+//! argument) it does nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // a bench stops loudly
 
@@ -129,6 +130,8 @@ struct Options {
     sizes: Vec<u64>,
     requests: usize,
     concurrency: Vec<usize>,
+    /// Only the query shapes whose text is one of these (all when empty).
+    only: Vec<String>,
 }
 
 fn options() -> Option<Options> {
@@ -148,6 +151,7 @@ fn options() -> Option<Options> {
         sizes: value("--users", "100000").split(',').map(|s| s.parse().unwrap()).collect(),
         requests: value("--requests", "400").parse().unwrap(),
         concurrency: value("--concurrency", "1,8").split(',').map(|s| s.parse().unwrap()).collect(),
+        only: value("--only", "").split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
     })
 }
 
@@ -339,7 +343,9 @@ fn main() {
         let cookie = session(&store, &directory);
         drop(store);
         let (server, base) = serve(&url);
-        for (shape, query) in QUERIES {
+        let chosen =
+            QUERIES.iter().filter(|(_, q)| options.only.is_empty() || options.only.iter().any(|o| o == q));
+        for (shape, query) in chosen {
             for &concurrency in &options.concurrency {
                 // Warm up: the first requests open connections and fill caches.
                 runtime.block_on(drive(&base, &cookie, query, 20, 1));

@@ -18,7 +18,9 @@ impl Drop for Server {
 pub fn serve(url: &str) -> (Server, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let bind = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_scimd"))
+    // `SERVER_BENCH_BINARY` serves with another `scimd` build (a copy kept for an A/B comparison).
+    let binary = std::env::var("SERVER_BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_scimd").into());
+    let child = Command::new(binary)
         .args(["--database-url", url, "serve", "--bind", &bind])
         .env("RUST_LOG", "warn")
         // One key or session drives the whole load; the per-key limit would measure itself.
