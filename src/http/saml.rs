@@ -15,13 +15,18 @@ use super::error::status_and_detail;
 use super::query_pairs;
 use crate::app::AppState;
 use crate::error::Error;
+use crate::ids::DirectoryId;
 use crate::saml::{self, Expected, IdpSettings, PendingSignIn, Refusal, SpUrls};
 use crate::store::directories::Directory;
 use crate::store::now_millis;
 use crate::store::saml::{NewSession, SessionUser};
 
-/// The cookie of a signed-in browser.
-pub const SESSION_COOKIE: &str = "scimd_session";
+/// The name of the cookie of a browser signed in to `directory`. One per directory (by id, which
+/// a slug rename leaves alone): signing in to one directory keeps the browser's session with
+/// another.
+pub fn session_cookie(directory: &DirectoryId) -> String {
+    format!("scimd_session_{}", directory.0.replace('-', ""))
+}
 /// The short-lived cookie binding a pending AuthnRequest to the browser that started it.
 const REQUEST_COOKIE: &str = "scimd_saml_request";
 const SESSION_PURPOSE: &str = "session";
@@ -258,7 +263,8 @@ async fn acs(
     add_cookie(
         &mut response,
         &format!(
-            "{SESSION_COOKIE}={sealed}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            "{}={sealed}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            session_cookie(&directory.id),
             state.config.session.ttl_secs
         ),
     );
@@ -266,9 +272,13 @@ async fn acs(
     response
 }
 
-/// The session id of the request's session cookie, if genuine and unexpired.
-pub async fn session_id(state: &AppState, request: &HttpRequest) -> Result<Option<String>, Error> {
-    let Some(sealed) = cookie(request, SESSION_COOKIE) else { return Ok(None) };
+/// The session id of the request's session cookie for `directory`, if genuine and unexpired.
+pub async fn session_id(
+    state: &AppState,
+    request: &HttpRequest,
+    directory: &DirectoryId,
+) -> Result<Option<String>, Error> {
+    let Some(sealed) = cookie(request, &session_cookie(directory)) else { return Ok(None) };
     let key = state.cookie_key().await?;
     Ok(key.open(SESSION_PURPOSE, &sealed, now_millis()))
 }
@@ -279,10 +289,10 @@ pub async fn session_of(
     request: &HttpRequest,
     slug: &str,
 ) -> Result<Option<(Directory, SessionUser, String)>, Error> {
-    let Some(id) = session_id(state, request).await? else { return Ok(None) };
     let Some((directory, _)) = state.store.find_saml_idp(slug.to_string()).await? else {
         return Err(Error::NotFound(format!("no directory '{slug}'")));
     };
+    let Some(id) = session_id(state, request, &directory.id).await? else { return Ok(None) };
     let id_hash = crate::token::hash(&id);
     let user = state.store.find_session(directory.id.clone(), id_hash.clone()).await?;
     Ok(user.map(|user| (directory, user, id_hash)))
@@ -301,7 +311,7 @@ async fn logout(
     request: HttpRequest,
 ) -> HttpResponse {
     let slug = slug.into_inner();
-    let (_, user, id_hash) = match session_of(&state, &request, &slug).await {
+    let (directory, user, id_hash) = match session_of(&state, &request, &slug).await {
         Ok(Some(found)) => found,
         Ok(None) => return error_answer(&request, &Error::Unauthorized("you are not signed in".into())),
         Err(error) => return error_answer(&request, &error),
@@ -323,6 +333,6 @@ async fn logout(
         "Signed out",
         &format!("<p>You are signed out.</p><p><a href=\"/d/{}/\">Sign in again</a></p>", html_escape(&slug)),
     );
-    add_cookie(&mut response, &clear_cookie(SESSION_COOKIE, "/"));
+    add_cookie(&mut response, &clear_cookie(&session_cookie(&directory.id), "/"));
     response
 }

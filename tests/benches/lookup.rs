@@ -210,7 +210,7 @@ fn seed(store: &Store, url: &str, directory: &DirectoryId, count: u64) {
     eprintln!("seeded {count} people in {:.1} s", started.elapsed().as_secs_f64());
 }
 
-/// Signs person 0 in, straight through the store: the session cookie's value.
+/// Signs person 0 in, straight through the store: the session cookie (`name=value`).
 fn session(store: &Store, directory: &DirectoryId) -> String {
     let directory = directory.clone();
     store
@@ -232,7 +232,8 @@ fn session(store: &Store, directory: &DirectoryId) -> String {
             saml::complete_sign_in(conn, &directory, &login, &new)?.map_err(|r| {
                 scimd::error::Error::Internal(format!("bench sign-in refused: {}", r.message()))
             })?;
-            Ok(key.seal("session", &session_id, expires_at))
+            let name = scimd::http::saml::session_cookie(&directory);
+            Ok(format!("{name}={}", key.seal("session", &session_id, expires_at)))
         })
         .unwrap()
 }
@@ -266,7 +267,7 @@ async fn drive(
         let first: Value = client
             .get(format!("{base}/d/bench/api/people"))
             .query(&[("q", prefix)])
-            .header("cookie", format!("scimd_session={cookie}"))
+            .header("cookie", cookie)
             .send()
             .await
             .unwrap()
@@ -290,7 +291,7 @@ async fn drive(
                     request = request.query(&[("cursor", cursor)]);
                 }
                 let sent = Instant::now();
-                let answer = request.header("cookie", format!("scimd_session={cookie}")).send().await;
+                let answer = request.header("cookie", cookie.as_str()).send().await;
                 match answer {
                     Ok(response) if response.status().is_success() => {
                         let body: Value = response.json().await.unwrap_or_default();
@@ -319,6 +320,8 @@ fn main() {
         eprintln!("lookup bench: run it with `cargo bench --bench lookup` (see the file's header)");
         return;
     };
+    let args: Vec<String> = std::env::args().collect();
+    let value_of = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     println!("| backend | people | query | q | concurrency | shown | p50 ms | p99 ms | errors |");
@@ -326,6 +329,8 @@ fn main() {
     for &size in &options.sizes {
         let url = match options.backend.as_str() {
             "sqlite" => format!("sqlite://{}", dir.path().join(format!("lookup-{size}.db")).display()),
+            // `--backend url --database-url URL`: an existing database (for EXPLAIN afterwards).
+            "url" => value_of("--database-url").expect("--database-url URL"),
             "postgres" => {
                 db::keep_durable_defaults();
                 let cluster = db::pg_cluster().unwrap();

@@ -296,7 +296,7 @@ fn a_directory_holding_users_is_deleted_only_with_purge() {
 }
 
 /// Alice (active) and Dave (deactivated) in directory `acme`, and a lookup session of Alice's
-/// opened straight through the store, as the ACS would: the session cookie's value.
+/// opened straight through the store, as the ACS would: the session cookie (`name=value`).
 fn lookup_people_and_session(db: &str) -> String {
     use scimd::store::{audit::Actor, directories, saml, users};
     let store =
@@ -330,7 +330,8 @@ fn lookup_people_and_session(db: &str) -> String {
                 expires_at,
             };
             saml::complete_sign_in(conn, &acme.id, &login, &new)?.unwrap();
-            Ok(key.seal("session", &session_id, expires_at))
+            let name = scimd::http::saml::session_cookie(&acme.id);
+            Ok(format!("{name}={}", key.seal("session", &session_id, expires_at)))
         })
         .unwrap()
 }
@@ -343,7 +344,7 @@ fn directory_configure_show_deactivated_hides_deactivated_people_from_the_lookup
     let cookie = lookup_people_and_session(&db);
     let (_server, _, bind) = serve(dir.path(), &db);
     let search = |q: &str| -> serde_json::Value {
-        let cookie = format!("Cookie: scimd_session={cookie}");
+        let cookie = format!("Cookie: {cookie}");
         let (status, body) = http_get(&bind, &format!("/d/acme/api/people?q={q}"), Some(&cookie)).unwrap();
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()

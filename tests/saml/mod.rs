@@ -67,8 +67,9 @@ impl Browser {
         self.send(request).await
     }
 
+    /// Whether the browser holds a session cookie (of any directory).
     fn has_session(&self) -> bool {
-        self.cookies.contains_key("scimd_session")
+        self.cookies.keys().any(|name| name.starts_with("scimd_session_"))
     }
 }
 
@@ -129,7 +130,7 @@ async fn post_response(server: &TestServer, browser: &mut Browser, xml: &str, re
 fn assert_refused(answer: &Answer, browser: &Browser, why: &str) {
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
     assert!(answer.body.contains(why), "expected '{why}' in: {}", answer.body);
-    assert!(!answer.set_cookies.iter().any(|c| c.starts_with("scimd_session=") && !c.contains("Max-Age=0")));
+    assert!(!answer.set_cookies.iter().any(|c| c.starts_with("scimd_session_") && !c.contains("Max-Age=0")));
     assert!(!browser.has_session());
 }
 
@@ -171,7 +172,7 @@ async fn sp_initiated_sign_in_reaches_the_people_api(server: TestServer) {
     let answer = post_response(&server, &mut browser, &idp.response_xml(&spec), &relay).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
     assert_eq!(answer.location.as_deref(), Some("/d/acme/?q=al"));
-    let cookie = answer.set_cookies.iter().find(|c| c.starts_with("scimd_session=")).unwrap();
+    let cookie = answer.set_cookies.iter().find(|c| c.starts_with("scimd_session_")).unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Max-Age="));
     assert!(!cookie.contains("Secure"), "plain-http public URL: no Secure");
 
@@ -536,6 +537,48 @@ async fn another_directorys_session_opens_nothing_here(server: TestServer) {
     assert_eq!(browser.get(&server.url("/d/globex/api/people?q=a")).await.status, StatusCode::UNAUTHORIZED);
 }
 
+/// Someone in two directories (a contractor, an IT partner) signs in to both in one browser:
+/// the second sign-in and a sign-out of it leave the first session alone.
+async fn a_browser_keeps_one_session_per_directory(server: TestServer) {
+    let idp = setup(&server, false).await;
+    let (_, globex_key) = server.second_directory("globex");
+    let created = server
+        .http
+        .post(server.url("/scim/v2/Users"))
+        .bearer_auth(&globex_key)
+        .header("content-type", "application/scim+json")
+        .body(user_body(ALICE).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let reply =
+        server.admin(Method::PUT, "/admin/v1/directories/globex/saml", Some(idp.settings(true))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    let mut browser = Browser::new();
+    assert_eq!(sign_in(&server, &idp, &mut browser, ALICE).await.status, StatusCode::SEE_OTHER);
+    let spec = idp.spec(&server.base_url, "globex", ALICE, None);
+    let encoded = TestIdp::encode(&idp.response_xml(&spec));
+    let answer = browser
+        .post_form(&server.url("/saml/globex/acs"), &[("SAMLResponse", &encoded), ("RelayState", "")])
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(browser.cookies.keys().filter(|name| name.starts_with("scimd_session_")).count(), 2);
+    for directory in ["acme", "globex"] {
+        let people = browser.get(&server.url(&format!("/d/{directory}/api/people?q=a"))).await;
+        assert_eq!(people.status, StatusCode::OK, "{directory}: {}", people.body);
+    }
+
+    let page = browser.get(&server.url("/d/globex/")).await;
+    let start = page.body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    let csrf = page.body[start..start + 64].to_string();
+    let answer = browser.post_form(&server.url("/saml/globex/logout"), &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(browser.get(&server.url("/d/globex/api/people?q=a")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(browser.get(&server.url("/d/acme/api/people?q=a")).await.status, StatusCode::OK);
+}
+
 on_both_backends!(
     sp_initiated_sign_in_reaches_the_people_api,
     people_search_matches_word_prefixes_and_pages,
@@ -548,4 +591,5 @@ on_both_backends!(
     return_to_must_stay_on_this_server,
     configuration_without_a_certificate_is_refused,
     another_directorys_session_opens_nothing_here,
+    a_browser_keeps_one_session_per_directory,
 );
