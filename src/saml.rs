@@ -327,13 +327,15 @@ pub fn verify_response(encoded: &str, expected: &Expected<'_>) -> Result<Verifie
     let xml = String::from_utf8(bytes).map_err(|_| Refusal::Malformed)?;
     let certificate = expected.idp.certificate_der().map_err(|_| Refusal::BadSignature)?;
     inspect_signatures(&xml, &certificate)?;
+    xmlsec_errors::silence_default_output();
     let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
         &xml,
         &[CertificateDer::from(certificate)],
         ReduceMode::ValidateAndMarkNoAncestors,
         Some(ALLOWED_ALGORITHMS),
-    )
-    .map_err(|_| Refusal::BadSignature)?;
+    );
+    xmlsec_errors::route_to_tracing();
+    let signed = signed.map_err(|_| Refusal::BadSignature)?;
     // Only what the signature covers: a signed Response (with its assertion), or a signed
     // Assertion alone, whose surrounding Response then says nothing we may rely on.
     // (serde does not look at the root element's name: the root decides what to parse as.)
@@ -608,6 +610,76 @@ impl CookieKey {
         let message = format!("{purpose}\n{expires_at}\n{payload}");
         aws_lc_rs::hmac::verify(&self.0, message.as_bytes(), &tag).ok()?;
         (now < expires_at).then_some(payload)
+    }
+}
+
+/// libxmlsec reports each failure (a digest that does not match a tampered document, a bad
+/// signature) by printing a raw `func=...:file=...` line to stderr, outside the server's log and
+/// its JSON format. The refusal itself is already answered, counted and audited, so the details
+/// go to tracing at debug level instead.
+mod xmlsec_errors {
+    use std::borrow::Cow;
+    use std::ffi::{c_char, c_int, CStr};
+    use std::sync::Once;
+
+    type Callback = extern "C" fn(
+        file: *const c_char,
+        line: c_int,
+        func: *const c_char,
+        object: *const c_char,
+        subject: *const c_char,
+        reason: c_int,
+        msg: *const c_char,
+    );
+
+    // libxmlsec1's errors.h; samael links the library but does not expose these.
+    extern "C" {
+        fn xmlSecErrorsSetCallback(callback: Callback);
+        fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: c_int);
+    }
+
+    fn text<'a>(pointer: *const c_char) -> Cow<'a, str> {
+        if pointer.is_null() {
+            return Cow::Borrowed("");
+        }
+        // SAFETY: libxmlsec passes NUL-terminated strings that live for the callback's duration.
+        unsafe { CStr::from_ptr(pointer) }.to_string_lossy()
+    }
+
+    extern "C" fn log_error(
+        _file: *const c_char,
+        _line: c_int,
+        func: *const c_char,
+        object: *const c_char,
+        subject: *const c_char,
+        reason: c_int,
+        msg: *const c_char,
+    ) {
+        tracing::debug!(
+            func = %text(func),
+            object = %text(object),
+            subject = %text(subject),
+            reason,
+            detail = %text(msg),
+            "libxmlsec refused"
+        );
+    }
+
+    /// Before a verification: the default callback prints nothing. (This setting survives
+    /// libxmlsec's initialisation, which samael runs inside the first verification.)
+    pub fn silence_default_output() {
+        static SILENCED: Once = Once::new();
+        // SAFETY: sets a plain int flag in libxmlsec, once, before the first verification.
+        SILENCED.call_once(|| unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) });
+    }
+
+    /// After a verification: reports go to tracing from now on. Not before the first one has
+    /// returned, because the initialisation inside it installs the default callback again.
+    pub fn route_to_tracing() {
+        static ROUTED: Once = Once::new();
+        // SAFETY: log_error matches xmlSecErrorsCallback; the callback is a pointer-sized global
+        // that libxmlsec only reads, and it is written once, after initialisation.
+        ROUTED.call_once(|| unsafe { xmlSecErrorsSetCallback(log_error) });
     }
 }
 

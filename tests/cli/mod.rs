@@ -547,3 +547,78 @@ fn an_entra_admin_gets_an_authorize_link_and_status_says_the_connection_needs_co
     let status = stdout(&run(&mut operator(&["sync", "status", "acme/entra-main"])));
     assert!(status.contains("entra-main: entra.auth needs consent: no admin has connected"), "{status}");
 }
+
+/// A minimal HTTP/1.0 form POST: the status.
+fn http_post_form(host: &str, path: &str, form: &[(&str, &str)]) -> Option<u16> {
+    use std::io::Write;
+    let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A forged SAML Response is refused without libxmlsec printing raw `func=...` lines on the
+/// server's stderr (outside its log and its JSON format): its reports go to the log, at debug.
+#[test]
+fn libxmlsec_reports_go_to_the_log_not_raw_to_stderr() {
+    use crate::support::test_idp::TestIdp;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("saml.db").display());
+    run(scimd(dir.path()).args(["--database-url", &db, "directory", "create", "acme"]));
+    let idp = TestIdp::new("https://idp.example.test/metadata");
+    std::fs::write(dir.path().join("idp.pem"), &idp.cert_pem).unwrap();
+    run(scimd(dir.path()).args([
+        "--database-url",
+        &db,
+        "saml",
+        "configure",
+        "acme",
+        "--sso-url",
+        &idp.sso_url,
+        "--certificate-file",
+        "idp.pem",
+        "--idp-entity-id",
+        &idp.entity_id,
+        "--allow-idp-initiated",
+    ]));
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut child = scimd(dir.path())
+        .env("RUST_LOG", "scimd=debug")
+        .args(["--database-url", &db, "serve", "--bind", &bind])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let server = Serving(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get_status(&bind, "/healthz", None) != Some(200) {
+        assert!(Instant::now() < deadline, "scimd serve did not become healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spec = idp.spec(&format!("http://{bind}"), "acme", "alice@example.com", None);
+    let signed = idp.response_xml(&spec);
+    let forged = signed.replace("alice@example.com", "mallory@example.com");
+    assert_ne!(forged, signed);
+    // The first verification initialises libxmlsec; the second runs after.
+    for _ in 0..2 {
+        let status = http_post_form(&bind, "/saml/acme/acs", &[("SAMLResponse", &TestIdp::encode(&forged))]);
+        assert_eq!(status, Some(403));
+    }
+    drop(server);
+    let stderr = reader.join().unwrap();
+    assert!(!stderr.contains("func=xmlSec"), "{stderr}");
+    assert!(stderr.contains("libxmlsec refused"), "{stderr}");
+}
