@@ -14,6 +14,15 @@ pub enum DbConn {
     Sqlite(SqliteConnection),
 }
 
+impl DbConn {
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConn::Sqlite(_) => Backend::Sqlite,
+            DbConn::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
 /// Which database a URL points at; the only place a URL scheme is interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {

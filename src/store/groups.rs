@@ -12,7 +12,7 @@ use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::keys::Principal;
 use super::rows::{CountRow, GroupRow};
 use super::schema::{group_members, groups, users};
-use super::{check_version, now_millis, parse_stored, Backend, DbConn, Store};
+use super::{check_version, now_millis, parse_stored, DbConn, Store};
 use crate::error::{Error, Result};
 use crate::ids::DirectoryId;
 use crate::scim::filter;
@@ -149,10 +149,7 @@ fn apply_member_changes(
         )
         .execute(conn)?;
     }
-    let backend = match conn {
-        DbConn::Sqlite(_) => Backend::Sqlite,
-        DbConn::Postgres(_) => Backend::Postgres,
-    };
+    let backend = conn.backend();
     let added: Vec<&String> = changes.add.iter().collect();
     for chunk in added.chunks(CHUNK) {
         // Adding a member who is already there is a no-op, not an error. diesel has no portable
@@ -368,10 +365,7 @@ fn record_membership(
 
 /// The groups each of `user_ids` belongs to, for their `groups` attribute.
 pub fn groups_of(conn: &mut DbConn, user_ids: &[&str]) -> Result<HashMap<String, Vec<GroupRef>>> {
-    let backend = match conn {
-        DbConn::Sqlite(_) => Backend::Sqlite,
-        DbConn::Postgres(_) => Backend::Postgres,
-    };
+    let backend = conn.backend();
     let mut by_user: HashMap<String, Vec<GroupRef>> = HashMap::new();
     for chunk in user_ids.chunks(GROUPS_OF_CHUNK) {
         // Every user read runs this, so it must stay prepared. diesel never caches a dynamic
@@ -450,10 +444,7 @@ pub fn list(
     directory: &DirectoryId,
     query: &GroupQuery,
 ) -> Result<(u64, Vec<GroupRecord>)> {
-    let backend = match conn {
-        DbConn::Sqlite(_) => Backend::Sqlite,
-        DbConn::Postgres(_) => Backend::Postgres,
-    };
+    let backend = conn.backend();
     let rows: Vec<GroupRow> = if query.limit == 0 {
         Vec::new()
     } else {

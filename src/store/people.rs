@@ -381,10 +381,7 @@ pub fn search(
     limit: i64,
     show_deactivated: bool,
 ) -> Result<Vec<Person>> {
-    let backend = match conn {
-        DbConn::Sqlite(_) => Backend::Sqlite,
-        DbConn::Postgres(_) => Backend::Postgres,
-    };
+    let backend = conn.backend();
     let words = words(query);
     let ids = if words.is_empty() {
         load_ids(conn, window_statement(backend, directory, &[], after, limit, show_deactivated))?

@@ -890,10 +890,7 @@ pub fn list(
     cache: &ListCache,
     generation: u64,
 ) -> Result<(u64, Vec<UserRecord>)> {
-    let backend = match conn {
-        DbConn::Sqlite(_) => Backend::Sqlite,
-        DbConn::Postgres(_) => Backend::Postgres,
-    };
+    let backend = conn.backend();
     // What identifies "the same list" for remembered totals and page ends.
     let list_key = match &query.filter {
         Some(fragment) => format!("{:?}", fragment.parts),

@@ -1220,8 +1220,8 @@ impl Run<'_> {
                         let mut outcome =
                             decide_next_batch(conn, registry, &context, cursor.as_deref())?.outcome;
                         let planned_conflicts = outcome.conflicts.len();
-                        let c = &context;
-                        apply_batch(conn, registry, &c.directory, &c.connection, &actor, &mut outcome)?;
+                        let (directory, connection) = (&context.directory, &context.connection);
+                        apply_batch(conn, registry, directory, connection, &actor, &mut outcome)?;
                         results.push((outcome, planned_conflicts));
                     }
                     Ok(results)
@@ -1613,15 +1613,15 @@ fn decide_next_batch(
     after: Option<&str>,
 ) -> Result<Decided> {
     let staged = sync_runs::staged_users(conn, &context.run, after, BATCH)?;
-    let outcome = decide_batch(conn, registry, context, &staged)?;
-    Ok(Decided { last: staged.last().map(|s| s.user.source_id.clone()), outcome })
+    let last = staged.last().map(|s| s.user.source_id.clone());
+    Ok(Decided { last, outcome: decide_batch(conn, registry, context, staged)? })
 }
 
 fn decide_batch(
     conn: &mut crate::store::DbConn,
     registry: &Registry,
     context: &BatchContext,
-    staged: &[StagedUser],
+    staged: Vec<StagedUser>,
 ) -> Result<BatchOutcome> {
     let BatchContext { run, connection, directory, rules, losers, source } = context;
     let mut outcome = BatchOutcome::default();
@@ -1637,7 +1637,7 @@ fn decide_batch(
     let normalized = |body: &Value| resource::normalize(&registry.user, body).ok();
     let ids: Vec<&str> = staged.iter().map(|s| s.user_id.as_str()).collect();
     let mut stored = users::stored_resources(conn, directory, &ids)?;
-    for item in staged {
+    for mut item in staged {
         let user = &item.user;
         let owned = stored.remove(&item.user_id);
         let was_active = owned.as_ref().map(|r| r.get("active").and_then(Value::as_bool).unwrap_or(true));
@@ -1681,27 +1681,12 @@ fn decide_batch(
             }
             _ => {}
         }
-        outcome.decisions.push((without_resource(item), decision, was_active));
+        // The mapped resource is not needed past deciding (a create or update carries the
+        // desired body), and a transaction's batches hold thousands of decisions.
+        item.user.resource = Stored::default();
+        outcome.decisions.push((item, decision, was_active));
     }
     Ok(outcome)
-}
-
-/// A staged user as a decision keeps it: its mapped resource is not needed past deciding (a
-/// create or update carries the desired body), and a transaction's batches hold thousands.
-fn without_resource(item: &StagedUser) -> StagedUser {
-    let user = &item.user;
-    StagedUser {
-        user_id: item.user_id.clone(),
-        user: MappedUser {
-            source_id: user.source_id.clone(),
-            status: user.status,
-            created: user.created.clone(),
-            user_name: user.user_name.clone(),
-            primary_email: user.primary_email.clone(),
-            manager_source_id: user.manager_source_id.clone(),
-            resource: Stored::default(),
-        },
-    }
 }
 
 /// The scimd ids of the users among `sources` that the connection owns or that this run

@@ -157,13 +157,18 @@ fn serve(dir: &Path, db: &str) -> (Serving, String, String) {
         }
     });
     let serving = Serving(child);
+    wait_until_healthy(&bind);
+    let printed = printed.lock().unwrap().clone();
+    (serving, printed, bind)
+}
+
+/// Waits for a starting `scimd serve` on `bind` to answer `/healthz`.
+fn wait_until_healthy(bind: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get_status(&bind, "/healthz", None) != Some(200) {
+    while http_get_status(bind, "/healthz", None) != Some(200) {
         assert!(Instant::now() < deadline, "scimd serve did not become healthy");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let printed = printed.lock().unwrap().clone();
-    (serving, printed, bind)
 }
 
 /// A minimal HTTP/1.0 GET, enough for a probe without an async runtime.
@@ -603,11 +608,7 @@ fn libxmlsec_reports_go_to_the_log_not_raw_to_stderr() {
         text
     });
     let server = Serving(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get_status(&bind, "/healthz", None) != Some(200) {
-        assert!(Instant::now() < deadline, "scimd serve did not become healthy");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_healthy(&bind);
     let spec = idp.spec(&format!("http://{bind}"), "acme", "alice@example.com", None);
     let signed = idp.response_xml(&spec);
     let forged = signed.replace("alice@example.com", "mallory@example.com");
