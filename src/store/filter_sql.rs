@@ -3,9 +3,10 @@
 //! The result is a boolean SQL expression over `users` (the `WHERE` clause after
 //! `users.directory_id = <dir>`), as SQL text and binds in order ([`SqlFragment`]). Attributes
 //! with a column compare on it (`users.user_name_folded = ?`); every other attribute is an
-//! `IN` subquery on `user_values (directory_id, attr, value)`, so both SQLite and PostgreSQL
-//! drive from that index; value paths quantify over an element's marker row and find its
-//! sub-attributes through `user_values (user_id, attr, pos)`. Every piece is two-valued (nullable
+//! `IN` subquery on `user_values (attr_id, value)` (the attribute numbered per directory, see
+//! [`attr_number`]), so both SQLite and PostgreSQL drive from that index; value paths quantify
+//! over an element's marker row and find its sub-attributes through the primary key
+//! `user_values (user_id, attr_id, pos, value)`. Every piece is two-valued (nullable
 //! columns are guarded), so `NOT` is exact; the semantics are those of
 //! [`crate::scim::filter::matches`], which a property test holds equal.
 //!
@@ -152,7 +153,7 @@ pub fn is_bounded_shape(filter: &Filter) -> bool {
 const MANAGER_VALUE_KEY: &str = "enterprise:manager.value";
 
 /// Compiles a User filter to a boolean SQL expression over `users`, for the directory
-/// `directory_id` (bound in every value subquery, so the `user_values` index applies).
+/// `directory_id` (bound in every attribute-number subquery, so the `user_values` index applies).
 pub fn compile(filter: &Filter, directory_id: &str, backend: Backend) -> SqlFragment {
     let mut compiler = Compiler::new(ResourceKind::User, directory_id, backend);
     compiler.filter(filter);
@@ -321,10 +322,8 @@ impl<'a> Compiler<'a> {
         let v = self.alias("v");
         let negated_subquery = negated && !linked_manager;
         self.sql(if negated_subquery { "users.id NOT IN (" } else { "users.id IN (" });
-        self.sql(&format!("SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
-        self.text(self.directory_id);
-        self.sql(&format!(" AND {v}.attr = "));
-        self.text(attr.key());
+        self.sql(&format!("SELECT {v}.user_id FROM user_values {v} WHERE "));
+        self.attr_is(&v, attr.key());
         self.sql(" AND ");
         self.text_condition(&format!("{v}.value"), op, &value.key());
         self.sql(")");
@@ -470,10 +469,8 @@ impl<'a> Compiler<'a> {
             self.sql("(users.manager_id IS NOT NULL OR ");
         }
         let v = self.alias("v");
-        self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
-        self.text(self.directory_id);
-        self.sql(&format!(" AND {v}.attr = "));
-        self.text(attr.key());
+        self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE "));
+        self.attr_is(&v, attr.key());
         self.sql(&format!(" AND {v}.value <> '')"));
         if linked_manager {
             self.sql(")");
@@ -484,19 +481,28 @@ impl<'a> Compiler<'a> {
     /// attribute (`emails.`), or every attribute of an extension (`enterprise:`).
     fn any_value_in_range(&mut self, prefix: &str) {
         let v = self.alias("v");
-        self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE {v}.directory_id = "));
-        self.text(self.directory_id);
-        self.key_range(&v, prefix);
+        self.sql(&format!("users.id IN (SELECT {v}.user_id FROM user_values {v} WHERE "));
+        self.attr_in_range(&v, prefix);
         self.sql(&format!(" AND {v}.value <> '')"));
     }
 
-    fn key_range(&mut self, alias: &str, prefix: &str) {
-        self.sql(&format!(" AND {alias}.attr >= "));
+    /// `<alias>.attr_id = <the number of key in this directory>`.
+    fn attr_is(&mut self, alias: &str, key: &str) {
+        self.sql(&format!("{alias}.attr_id = "));
+        attr_number(&mut self.out, self.directory_id, key);
+    }
+
+    /// `<alias>.attr_id IN <the numbers of this directory's keys starting with prefix>`.
+    fn attr_in_range(&mut self, alias: &str, prefix: &str) {
+        self.sql(&format!("{alias}.attr_id IN (SELECT id FROM value_attrs WHERE directory_id = "));
+        self.text(self.directory_id);
+        self.sql(" AND attr >= ");
         self.text(prefix);
         if let Some(upper) = prefix_upper_bound(prefix) {
-            self.sql(&format!(" AND {alias}.attr < "));
+            self.sql(" AND attr < ");
             self.text(upper);
         }
+        self.sql(")");
     }
 
     /// One element satisfies the inner filter. Elements of a multi-valued attribute are its
@@ -512,13 +518,11 @@ impl<'a> Compiler<'a> {
             return self.sql(")");
         }
         let m = self.alias("m");
-        self.sql(&format!("users.id IN (SELECT {m}.user_id FROM user_values {m} WHERE {m}.directory_id = "));
-        self.text(self.directory_id);
+        self.sql(&format!("users.id IN (SELECT {m}.user_id FROM user_values {m} WHERE "));
         if attr.is_multi_valued() {
-            self.sql(&format!(" AND {m}.attr = "));
-            self.text(attr.key());
+            self.attr_is(&m, attr.key());
         } else {
-            self.key_range(&m, &format!("{}.", attr.key()));
+            self.attr_in_range(&m, &format!("{}.", attr.key()));
         }
         self.sql(" AND ");
         self.value_filter(filter, &m);
@@ -577,13 +581,23 @@ impl<'a> Compiler<'a> {
     fn sub_value(&mut self, attr: &ResolvedAttr, element: &str, negated: bool) -> String {
         let s = self.alias("s");
         self.sql(if negated { "NOT EXISTS (" } else { "EXISTS (" });
-        self.sql(&format!(
-            "SELECT 1 FROM user_values {s} WHERE {s}.user_id = {element}.user_id AND {s}.attr = "
-        ));
-        self.text(attr.key());
+        self.sql(&format!("SELECT 1 FROM user_values {s} WHERE {s}.user_id = {element}.user_id AND "));
+        self.attr_is(&s, attr.key());
         self.sql(&format!(" AND {s}.pos = {element}.pos AND "));
         s
     }
+}
+
+/// `(SELECT id FROM value_attrs WHERE directory_id = ? AND attr = ?)`: the number value rows of
+/// the index key `attr` carry in the directory (see `store::values`). A subquery, not a bound
+/// number, so that filters compile without a database; both backends evaluate it once, on
+/// `value_attrs`' unique index, and then probe `user_values` by the number.
+pub fn attr_number(sql: &mut SqlFragment, directory_id: &str, attr: &str) {
+    sql.push_sql("(SELECT id FROM value_attrs WHERE directory_id = ");
+    sql.push(SqlPart::Text(directory_id.to_string()));
+    sql.push_sql(" AND attr = ");
+    sql.push(SqlPart::Text(attr.to_string()));
+    sql.push_sql(")");
 }
 
 /// `ne` is `not eq`: (negated, positive operator).
@@ -688,18 +702,19 @@ mod tests {
             (r#"meta.resourceType eq "Group""#, "FALSE"),
             (
                 r#"title eq "Boss""#,
-                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr = ? \
-                 AND v1.value = ?)",
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.attr_id = (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr = ?) AND v1.value = ?)",
             ),
             (
                 r#"title ne "Boss""#,
-                "users.id NOT IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND \
-                 v1.attr = ? AND v1.value = ?)",
+                "users.id NOT IN (SELECT v1.user_id FROM user_values v1 WHERE v1.attr_id = (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr = ?) AND v1.value = ?)",
             ),
             (
                 r#"emails sw "a""#,
-                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr = ? \
-                 AND (v1.value >= ? AND v1.value < ? AND substr(v1.value, 1, ?) = ?))",
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.attr_id = (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr = ?) AND (v1.value >= ? AND v1.value < ? AND \
+                 substr(v1.value, 1, ?) = ?))",
             ),
             (
                 r#"userName ew "@x.com""#,
@@ -708,28 +723,31 @@ mod tests {
             ),
             (
                 "emails pr",
-                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr >= ? \
-                 AND v1.attr < ? AND v1.value <> '')",
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.attr_id IN (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr >= ? AND attr < ?) AND v1.value <> '')",
             ),
             (
                 r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#,
-                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.directory_id = ? AND v1.attr >= ? \
-                 AND v1.attr < ? AND v1.value <> '')",
+                "users.id IN (SELECT v1.user_id FROM user_values v1 WHERE v1.attr_id IN (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr >= ? AND attr < ?) AND v1.value <> '')",
             ),
             (
                 r#"emails[type eq "work" and not (value co "x")] or title pr"#,
-                "(users.id IN (SELECT m1.user_id FROM user_values m1 WHERE m1.directory_id = ? AND m1.attr = ? \
-                 AND (EXISTS (SELECT 1 FROM user_values s2 WHERE s2.user_id = m1.user_id AND s2.attr = ? AND \
-                 s2.pos = m1.pos AND s2.value = ?) AND NOT (EXISTS (SELECT 1 FROM user_values s3 WHERE \
-                 s3.user_id = m1.user_id AND s3.attr = ? AND s3.pos = m1.pos AND instr(s3.value, ?) > 0)))) OR \
-                 users.id IN (SELECT v4.user_id FROM user_values v4 WHERE v4.directory_id = ? AND v4.attr = ? AND \
-                 v4.value <> ''))",
+                "(users.id IN (SELECT m1.user_id FROM user_values m1 WHERE m1.attr_id = (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr = ?) AND (EXISTS (SELECT 1 FROM user_values s2 \
+                 WHERE s2.user_id = m1.user_id AND s2.attr_id = (SELECT id FROM value_attrs WHERE \
+                 directory_id = ? AND attr = ?) AND s2.pos = m1.pos AND s2.value = ?) AND NOT (EXISTS (SELECT \
+                 1 FROM user_values s3 WHERE s3.user_id = m1.user_id AND s3.attr_id = (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr = ?) AND s3.pos = m1.pos AND instr(s3.value, ?) \
+                 > 0)))) OR users.id IN (SELECT v4.user_id FROM user_values v4 WHERE v4.attr_id = (SELECT id \
+                 FROM value_attrs WHERE directory_id = ? AND attr = ?) AND v4.value <> ''))",
             ),
             (
                 r#"name[givenName ne "x"]"#,
-                "users.id IN (SELECT m1.user_id FROM user_values m1 WHERE m1.directory_id = ? AND m1.attr >= ? \
-                 AND m1.attr < ? AND NOT EXISTS (SELECT 1 FROM user_values s2 WHERE s2.user_id = m1.user_id AND \
-                 s2.attr = ? AND s2.pos = m1.pos AND s2.value = ?))",
+                "users.id IN (SELECT m1.user_id FROM user_values m1 WHERE m1.attr_id IN (SELECT id FROM \
+                 value_attrs WHERE directory_id = ? AND attr >= ? AND attr < ?) AND NOT EXISTS (SELECT 1 FROM \
+                 user_values s2 WHERE s2.user_id = m1.user_id AND s2.attr_id = (SELECT id FROM value_attrs \
+                 WHERE directory_id = ? AND attr = ?) AND s2.pos = m1.pos AND s2.value = ?))",
             ),
         ];
         for (text, expected) in cases {
@@ -749,6 +767,7 @@ mod tests {
             vec![
                 &SqlPart::Text("d1".into()),
                 &SqlPart::Text("emails".into()),
+                &SqlPart::Text("d1".into()),
                 &SqlPart::Text("emails.type".into()),
                 &SqlPart::Text("work".into()),
                 &SqlPart::Bool(true),
@@ -845,10 +864,11 @@ mod tests {
         fn replace_users(&mut self, users: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
             // One transaction per case: a commit per row would dominate the test's time.
             self.conn.batch_execute("BEGIN").unwrap();
-            for table in ["user_values", "users"] {
-                diesel::sql_query(format!("DELETE FROM {table} WHERE directory_id = 'd1'"))
-                    .execute(&mut self.conn)
-                    .unwrap();
+            for delete in [
+                "DELETE FROM user_values WHERE user_id IN (SELECT id FROM users WHERE directory_id = 'd1')",
+                "DELETE FROM users WHERE directory_id = 'd1'",
+            ] {
+                diesel::sql_query(delete).execute(&mut self.conn).unwrap();
             }
             let mut rendered = Vec::new();
             for (i, mut user) in users.into_iter().enumerate() {
@@ -892,24 +912,14 @@ mod tests {
                 }
                 parts.push(SqlPart::Sql(")".into()));
                 self.execute(parts);
-                for entry in index::entries(&self.schema, &user) {
-                    self.execute(vec![
-                        SqlPart::Sql(
-                            "INSERT INTO user_values (directory_id, user_id, attr, pos, value) VALUES ("
-                                .into(),
-                        ),
-                        SqlPart::Text("d1".into()),
-                        SqlPart::Sql(", ".into()),
-                        SqlPart::Text(id.clone()),
-                        SqlPart::Sql(", ".into()),
-                        SqlPart::Text(entry.attr),
-                        SqlPart::Sql(", ".into()),
-                        SqlPart::Int(entry.pos),
-                        SqlPart::Sql(", ".into()),
-                        SqlPart::Text(entry.value),
-                        SqlPart::Sql(")".into()),
-                    ]);
-                }
+                let entries = index::entries(&self.schema, &user);
+                let directory = crate::ids::DirectoryId("d1".into());
+                crate::store::values::insert(
+                    &mut self.conn,
+                    &directory,
+                    entries.iter().map(|e| (id.as_str(), e)),
+                )
+                .unwrap();
                 user.insert("id".into(), id.into());
                 user.insert(
                     "meta".into(),

@@ -22,3 +22,25 @@ pub fn run_pending(conn: &mut DbConn) -> Result<Vec<String>> {
 fn names(versions: Vec<diesel::migration::MigrationVersion<'_>>) -> Vec<String> {
     versions.iter().map(|v| v.to_string()).collect()
 }
+
+/// Applies the pending migrations older than `version` (e.g. "20261202000001"), for tests that
+/// write data in an older layout and then migrate it.
+#[cfg(test)]
+pub fn run_pending_before(conn: &mut DbConn, version: &str) {
+    fn run<C: MigrationHarness<B>, B: diesel::backend::Backend>(
+        conn: &mut C,
+        source: EmbeddedMigrations,
+        version: &str,
+    ) {
+        for migration in conn.pending_migrations(source).unwrap() {
+            if migration.name().version().to_string().as_str() >= version {
+                break;
+            }
+            conn.run_migration(&migration).unwrap();
+        }
+    }
+    match conn {
+        DbConn::Sqlite(c) => run(c, SQLITE, version),
+        DbConn::Postgres(c) => run(c, POSTGRES, version),
+    }
+}

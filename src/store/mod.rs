@@ -25,6 +25,7 @@ pub mod sync_leases;
 pub mod sync_runs;
 pub mod usage;
 pub mod users;
+pub mod values;
 pub mod writer;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! People search for the lookup page: prefix matching on indexes. userName and displayName
-//! use their folded columns, the other searched attributes the `user_values (directory_id,
-//! attr, value)` index, each as a `>= prefix AND < prefix + U+10FFFF` range; every word of the
+//! use their folded columns, the other searched attributes the `user_values (attr_id, value)`
+//! index, each as a `>= prefix AND < prefix + U+10FFFF` range; every word of the
 //! query must match some attribute. Pages continue after the last id. Each word's index
 //! entries are counted first (capped); then a page is looked for among the next people in id
 //! order (cheap when the prefixes are common), else collected from the indexes of the rarest
@@ -12,7 +12,7 @@
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::filter_sql::{SqlFragment, SqlPart, Statement};
+use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::groups::{self, GroupRef};
 use super::rows::IdRow;
 use super::schema::users;
@@ -137,18 +137,19 @@ fn source_entries(
     id: Option<&str>,
 ) {
     let (from, user_id, column) = match source {
-        Source::UserName => ("users u WHERE u.directory_id = ", "u.id", "u.user_name_folded"),
-        Source::DisplayName => ("users u WHERE u.directory_id = ", "u.id", "u.display_name_folded"),
-        Source::Value(_) => ("user_values v WHERE v.directory_id = ", "v.user_id", "v.value"),
+        Source::UserName => ("users u", "u.id", "u.user_name_folded"),
+        Source::DisplayName => ("users u", "u.id", "u.display_name_folded"),
+        Source::Value(_) => ("user_values v", "v.user_id", "v.value"),
     };
-    sql.push_sql(&format!("SELECT {} AS id FROM {from}", id.unwrap_or(user_id)));
-    sql.push(SqlPart::Text(directory.0.clone()));
-    sql.push_sql(" AND ");
+    sql.push_sql(&format!("SELECT {} AS id FROM {from} WHERE ", id.unwrap_or(user_id)));
     if let Source::Value(attr) = source {
-        sql.push_sql("v.attr = ");
-        sql.push(SqlPart::Text(attr.to_string()));
-        sql.push_sql(" AND ");
+        sql.push_sql("v.attr_id = ");
+        filter_sql::attr_number(sql, &directory.0, attr);
+    } else {
+        sql.push_sql("u.directory_id = ");
+        sql.push(SqlPart::Text(directory.0.clone()));
     }
+    sql.push_sql(" AND ");
     prefix_range(sql, column, word);
 }
 
@@ -212,10 +213,10 @@ fn matching_ids(sql: &mut SqlFragment, directory: &DirectoryId, term: &Term) {
 }
 
 /// ` AND (<the user row `alias` has a value starting with the term's word>)`, checked on the row
-/// and, through `user_values_user`, its values, in the sources that hold such a value.
-fn row_matches(sql: &mut SqlFragment, alias: &str, term: &Term) {
+/// and, through the `user_values` primary key, its values, in the sources that hold such a value.
+fn row_matches(sql: &mut SqlFragment, directory: &DirectoryId, alias: &str, term: &Term) {
     // On PostgreSQL users.id is COLLATE "C" and user_values.user_id is not: compared as they are,
-    // `v.user_id = u.id` takes "C" and cannot use user_values_user (a table scan per row), and
+    // `v.user_id = u.id` takes "C" and cannot use the primary key (a table scan per row), and
     // the planner may turn the EXISTS into a hash of every value starting with the word. An
     // explicit collation and `OFFSET 0` (which it does not rewrite) make it one index probe a row.
     let (id_collation, fence) = match sql.backend {
@@ -248,13 +249,16 @@ fn row_matches(sql: &mut SqlFragment, alias: &str, term: &Term) {
     if !attrs.is_empty() {
         or(sql);
         sql.push_sql(&format!(
-            "EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = {alias}.id{id_collation} AND v.attr IN ("
+            "EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = {alias}.id{id_collation} AND v.attr_id IN \
+             (SELECT id FROM value_attrs WHERE directory_id = "
         ));
+        sql.push(SqlPart::Text(directory.0.clone()));
+        sql.push_sql(" AND attr IN (");
         for (n, attr) in attrs.iter().enumerate() {
             sql.push_sql(if n == 0 { "" } else { ", " });
             sql.push(SqlPart::Text((*attr).to_string()));
         }
-        sql.push_sql(") AND ");
+        sql.push_sql(")) AND ");
         prefix_range(sql, "v.value", &term.word);
         sql.push_sql(fence);
         sql.push_sql(")");
@@ -282,7 +286,7 @@ fn window_statement(
     sql.push(SqlPart::BigInt(SCAN_WINDOW));
     sql.push_sql(") u WHERE 1 = 1");
     for term in terms {
-        row_matches(&mut sql, "u", term);
+        row_matches(&mut sql, directory, "u", term);
     }
     sql.push_sql(" ORDER BY u.id LIMIT ");
     sql.push(SqlPart::BigInt(limit));
@@ -311,7 +315,7 @@ fn index_statement(
     sql.push(SqlPart::Text(directory.0.clone()));
     for (n, term) in terms.iter().enumerate() {
         if n != driver {
-            row_matches(&mut sql, "users", term);
+            row_matches(&mut sql, directory, "users", term);
         }
     }
     live_and_after(&mut sql, after, show_deactivated);
@@ -640,20 +644,23 @@ mod tests {
             sources: vec![Source::DisplayName, Source::Value("name.familyname")],
             entries: 7,
         };
+        let directory = crate::ids::DirectoryId("d1".into());
         let mut sql = SqlFragment::new(Backend::Sqlite);
-        row_matches(&mut sql, "u", &term);
+        row_matches(&mut sql, &directory, "u", &term);
         assert_eq!(
             sql.to_debug_string(),
             " AND (u.display_name_folded >= ? AND u.display_name_folded < ? OR EXISTS (SELECT 1 FROM \
-             user_values v WHERE v.user_id = u.id AND v.attr IN (?) AND v.value >= ? AND v.value < ?))"
+             user_values v WHERE v.user_id = u.id AND v.attr_id IN (SELECT id FROM value_attrs WHERE \
+             directory_id = ? AND attr IN (?)) AND v.value >= ? AND v.value < ?))"
         );
-        // PostgreSQL probes user_values_user once per row (see row_matches).
+        // PostgreSQL probes the user's values by primary key once per row (see row_matches).
         let mut sql = SqlFragment::new(Backend::Postgres);
-        row_matches(&mut sql, "u", &Term { sources: vec![Source::Value("title")], ..term });
+        row_matches(&mut sql, &directory, "u", &Term { sources: vec![Source::Value("title")], ..term });
         assert_eq!(
             sql.to_debug_string(),
             " AND (EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = u.id COLLATE \"default\" AND \
-             v.attr IN (?) AND v.value >= ? AND v.value < ? OFFSET 0))"
+             v.attr_id IN (SELECT id FROM value_attrs WHERE directory_id = ? AND attr IN (?)) AND \
+             v.value >= ? AND v.value < ? OFFSET 0))"
         );
     }
 }

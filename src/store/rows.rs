@@ -114,9 +114,9 @@ pub struct NewUserRow {
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = user_values)]
 pub struct UserValueRow<'a> {
-    pub directory_id: &'a str,
     pub user_id: &'a str,
-    pub attr: &'a str,
+    /// The attribute's number in `value_attrs` (see `store::values`).
+    pub attr_id: i32,
     pub pos: i32,
     pub value: &'a str,
 }

@@ -88,12 +88,19 @@ diesel::table! {
 }
 
 diesel::table! {
-    user_values (user_id, attr, pos) {
-        directory_id -> Text,
+    user_values (user_id, attr_id, pos, value) {
         user_id -> Text,
-        attr -> Text,
+        attr_id -> Integer,
         pos -> Integer,
         value -> Text,
+    }
+}
+
+diesel::table! {
+    value_attrs (id) {
+        id -> Integer,
+        directory_id -> Text,
+        attr -> Text,
     }
 }
 
@@ -303,6 +310,7 @@ diesel::joinable!(users -> directories (directory_id));
 diesel::joinable!(groups -> directories (directory_id));
 diesel::joinable!(group_members -> groups (group_id));
 diesel::joinable!(group_members -> users (user_id));
+diesel::joinable!(user_values -> value_attrs (attr_id));
 diesel::allow_tables_to_appear_in_same_query!(
     directories,
     directory_keys,
@@ -323,6 +331,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_source_subgroups,
     users,
     user_values,
+    value_attrs,
     groups,
     group_members,
     saml_idps,

@@ -12,8 +12,9 @@ use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
 use super::groups::{self, GroupRef};
 use super::keys::Principal;
 use super::list_cache::ListCache;
-use super::rows::{CountRow, IdRow, NewUserRow, UserRow, UserValueRow};
+use super::rows::{CountRow, IdRow, NewUserRow, UserRow};
 use super::schema::{group_members, user_values, users};
+use super::values;
 use super::{check_version, now_millis, parse_stored, Backend, DbConn, Store};
 use crate::error::{Error, Result};
 use crate::ids::{DirectoryId, UserId};
@@ -141,74 +142,6 @@ fn row_for(directory: &DirectoryId, meta: &Meta, resource: &Stored, manager: Man
     })
 }
 
-/// Inserts value rows, given as (user id, entry). On SQLite one row a statement: the statement
-/// is built and prepared once and stays cached, and SQLite keeps no statement journal for a
-/// single-row INSERT. A multi-row one was built and prepared anew each time, and journalled
-/// every page it changed in case a later row failed (a fifth of the single writer's time in a
-/// large import). On PostgreSQL, where each statement is a round trip, 6,000 rows a statement.
-fn insert_values<'a>(
-    conn: &mut DbConn,
-    directory: &DirectoryId,
-    entries: impl IntoIterator<Item = (&'a str, &'a index::Entry)>,
-) -> Result<()> {
-    let rows: Vec<UserValueRow<'_>> = entries
-        .into_iter()
-        .map(|(user_id, e)| UserValueRow {
-            directory_id: &directory.0,
-            user_id,
-            attr: &e.attr,
-            pos: e.pos,
-            value: &e.value,
-        })
-        .collect();
-    match conn {
-        DbConn::Sqlite(c) => {
-            for row in &rows {
-                diesel::insert_into(user_values::table).values(row).execute(c)?;
-            }
-        }
-        DbConn::Postgres(c) => {
-            for chunk in rows.chunks(6000) {
-                diesel::insert_into(user_values::table).values(chunk).execute(c)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Makes a user's value rows those of `resource`, writing only the rows that differ from what is
-/// stored: a change of one attribute (a title, an e-mail) touches its own rows, not the two dozen
-/// index entries of the whole user. Compared with the rows as stored, not as derived from the old
-/// resource, so rows an older version derived differently are replaced too.
-fn rewrite_values(
-    conn: &mut DbConn,
-    registry: &Registry,
-    directory: &DirectoryId,
-    id: &str,
-    resource: &Stored,
-) -> Result<()> {
-    let stored: std::collections::HashSet<index::Entry> = user_values::table
-        .filter(user_values::user_id.eq(id))
-        .select((user_values::attr, user_values::pos, user_values::value))
-        .load::<(String, i32, String)>(conn)?
-        .into_iter()
-        .map(|(attr, pos, value)| index::Entry { attr, pos, value })
-        .collect();
-    let wanted: std::collections::HashSet<index::Entry> =
-        index::entries(&registry.user, resource).into_iter().collect();
-    for gone in stored.difference(&wanted) {
-        diesel::delete(
-            user_values::table
-                .filter(user_values::user_id.eq(id))
-                .filter(user_values::attr.eq(&gone.attr))
-                .filter(user_values::pos.eq(gone.pos))
-                .filter(user_values::value.eq(&gone.value)),
-        )
-        .execute(conn)?;
-    }
-    insert_values(conn, directory, wanted.difference(&stored).map(|e| (id, e)))
-}
-
 // --- The manager link: best effort, never an error (okta-push.md §4.1). ---
 
 const MANAGER_VALUE_KEY: &str = "enterprise:manager.value";
@@ -303,8 +236,7 @@ impl NamedBy {
                     .load(conn)?,
                 NamedBy::EmployeeNumber => user_values::table
                     .inner_join(users::table.on(users::id.eq(user_values::user_id)))
-                    .filter(user_values::directory_id.eq(&directory.0))
-                    .filter(user_values::attr.eq(EMPLOYEE_NUMBER_KEY))
+                    .filter(user_values::attr_id.eq_any(values::numbered(directory, EMPLOYEE_NUMBER_KEY)))
                     .filter(user_values::value.eq_any(chunk))
                     .select((user_values::value.nullable(), user_values::user_id, users::deprovisioned_at))
                     .load(conn)?,
@@ -436,8 +368,7 @@ fn relink_reports(conn: &mut DbConn, directory: &DirectoryId, written: &[(&str, 
             .collect();
         candidates.extend(
             user_values::table
-                .filter(user_values::directory_id.eq(&directory.0))
-                .filter(user_values::attr.eq(MANAGER_VALUE_KEY))
+                .filter(user_values::attr_id.eq_any(values::numbered(directory, MANAGER_VALUE_KEY)))
                 .filter(user_values::value.eq_any(values))
                 .select(user_values::user_id)
                 .load::<String>(conn)?,
@@ -619,7 +550,11 @@ pub fn insert_many(
     }
     let entries: Vec<(&str, Vec<index::Entry>)> =
         batch.iter().map(|(id, resource)| (*id, index::entries(&registry.user, resource))).collect();
-    insert_values(conn, directory, entries.iter().flat_map(|(id, list)| list.iter().map(move |e| (*id, e))))?;
+    values::insert(
+        conn,
+        directory,
+        entries.iter().flat_map(|(id, list)| list.iter().map(move |e| (*id, e))),
+    )?;
     relink_reports(conn, directory, &batch)?;
     let changes: Vec<audit::Change<'_>> = batch
         .iter()
@@ -688,7 +623,7 @@ pub fn modify(
         .set(&row)
         .execute(conn)
         .map_err(|e| unique_user_name(e, &resource))?;
-    rewrite_values(conn, registry, directory, id, &resource)?;
+    values::rewrite(conn, directory, id, index::entries(&registry.user, &resource))?;
     relink_reports(conn, directory, &[(id, &resource)])?;
     let operation = match (current.resource.get("active"), resource.get("active")) {
         (Some(Value::Bool(true)), Some(Value::Bool(false))) => "deactivate",
@@ -763,7 +698,7 @@ pub fn delete(
             // Its reports lose their link; a newcomer of their manager's name may take it.
             let manager_name = user_values::table
                 .filter(user_values::user_id.eq(users::id))
-                .filter(user_values::attr.eq(MANAGER_NAME_KEY))
+                .filter(user_values::attr_id.eq_any(values::numbered(directory, MANAGER_NAME_KEY)))
                 .select(user_values::value)
                 .limit(1)
                 .single_value();
@@ -867,14 +802,14 @@ fn column_sql(column: Column) -> &'static str {
     }
 }
 
-fn sort_expression(sql: &mut SqlFragment, key: &SortKey) {
+fn sort_expression(sql: &mut SqlFragment, directory: &DirectoryId, key: &SortKey) {
     match key {
         SortKey::Column(column) => sql.push_sql(column_sql(*column)),
         SortKey::Value(attr) => {
             sql.push_sql(
-                "(SELECT MIN(sv.value) FROM user_values sv WHERE sv.user_id = users.id AND sv.attr = ",
+                "(SELECT MIN(sv.value) FROM user_values sv WHERE sv.user_id = users.id AND sv.attr_id = ",
             );
-            sql.push(SqlPart::Text(attr.clone()));
+            filter_sql::attr_number(sql, &directory.0, attr);
             sql.push_sql(")");
         }
     }
@@ -980,10 +915,10 @@ where
             SortOrder::Descending => " DESC, ",
         };
         page.push_sql("(CASE WHEN ");
-        sort_expression(&mut page, key);
+        sort_expression(&mut page, directory, key);
         page.push_sql(" IS NULL THEN 1 ELSE 0 END)");
         page.push_sql(direction);
-        sort_expression(&mut page, key);
+        sort_expression(&mut page, directory, key);
         page.push_sql(direction);
     }
     page.push_sql("users.id ASC LIMIT ");
