@@ -9,13 +9,16 @@
 //! manager_id)` index) and groups. Deactivated and deprovisioned people are included, marked
 //! `active: false`, unless the directory's `show_deactivated` is off.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use serde_json::Value;
 
-use super::filter_sql::{self, SqlFragment, SqlPart, Statement};
+use super::filter_sql::{SqlFragment, SqlPart, Statement};
 use super::groups::{self, GroupRef};
 use super::rows::IdRow;
 use super::schema::users;
+use super::values;
 use super::{parse_stored, Backend, DbConn, Store};
 use crate::error::Result;
 use crate::ids::DirectoryId;
@@ -92,16 +95,23 @@ pub struct Profile {
 const MAX_REPORTS: i64 = 1000;
 
 /// Where a word is looked for: the folded userName and displayName columns of `users`, and each
-/// [`SEARCHED`] key of `user_values`; each has a prefix-friendly index.
+/// [`SEARCHED`] key of `user_values`, by its number in the directory (see `store::values`);
+/// each has a prefix-friendly index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     UserName,
     DisplayName,
-    Value(&'static str),
+    Value(i32),
 }
 
-fn sources() -> impl Iterator<Item = Source> {
-    [Source::UserName, Source::DisplayName].into_iter().chain(SEARCHED.iter().map(|attr| Source::Value(attr)))
+/// Every source, in a fixed order (estimates name them by position). The numbers are bound, not
+/// looked up by a subquery in each statement: PostgreSQL then probes each person's values by
+/// `(user_id, attr_id)` instead of reading all of them and filtering (`maria ga` took 43 ms
+/// instead of 36 with the subquery). An attribute no one in the directory has gets a number
+/// no row carries (0), so the statements keep their shape.
+fn sources(numbers: &HashMap<String, i32>) -> Vec<Source> {
+    let values = SEARCHED.iter().map(|attr| Source::Value(numbers.get(*attr).copied().unwrap_or(0)));
+    [Source::UserName, Source::DisplayName].into_iter().chain(values).collect()
 }
 
 /// Index entries counted per word and source at most when estimating (see [`estimate`]).
@@ -142,9 +152,9 @@ fn source_entries(
         Source::Value(_) => ("user_values v", "v.user_id", "v.value"),
     };
     sql.push_sql(&format!("SELECT {} AS id FROM {from} WHERE ", id.unwrap_or(user_id)));
-    if let Source::Value(attr) = source {
+    if let Source::Value(number) = source {
         sql.push_sql("v.attr_id = ");
-        filter_sql::attr_number(sql, &directory.0, attr);
+        sql.push(SqlPart::Int(number));
     } else {
         sql.push_sql("u.directory_id = ");
         sql.push(SqlPart::Text(directory.0.clone()));
@@ -156,13 +166,18 @@ fn source_entries(
 /// How common each word is: for each word and source, `(term, source, entries)` with the index
 /// entries of that source starting with the word, counted from the index alone up to
 /// [`ESTIMATE_CAP`]. Its shape depends only on the number of words, so it is cached.
-fn estimate_statement(backend: Backend, directory: &DirectoryId, words: &[String]) -> SqlFragment {
+fn estimate_statement(
+    backend: Backend,
+    directory: &DirectoryId,
+    sources: &[Source],
+    words: &[String],
+) -> SqlFragment {
     let mut sql = SqlFragment::new(backend);
     for (n, word) in words.iter().enumerate() {
-        for (k, source) in sources().enumerate() {
+        for (k, source) in sources.iter().enumerate() {
             sql.push_sql(if n + k == 0 { "" } else { " UNION ALL " });
             sql.push_sql(&format!("SELECT {n} AS term, {k} AS source, (SELECT COUNT(*) FROM ("));
-            source_entries(&mut sql, directory, source, word, Some("1"));
+            source_entries(&mut sql, directory, *source, word, Some("1"));
             sql.push_sql(" LIMIT ");
             sql.push(SqlPart::BigInt(ESTIMATE_CAP));
             sql.push_sql(") e) AS entries");
@@ -188,8 +203,9 @@ fn estimate(
     directory: &DirectoryId,
     words: Vec<String>,
 ) -> Result<Vec<Term>> {
-    let rows = Statement::cached(estimate_statement(backend, directory, &words)).load::<EstimateRow>(conn)?;
-    let all: Vec<Source> = sources().collect();
+    let all = sources(&values::numbers(conn, directory, SEARCHED)?);
+    let rows =
+        Statement::cached(estimate_statement(backend, directory, &all, &words)).load::<EstimateRow>(conn)?;
     let mut terms: Vec<Term> =
         words.into_iter().map(|word| Term { word, sources: Vec::new(), entries: 0 }).collect();
     for row in rows.into_iter().filter(|row| row.entries > 0) {
@@ -214,7 +230,7 @@ fn matching_ids(sql: &mut SqlFragment, directory: &DirectoryId, term: &Term) {
 
 /// ` AND (<the user row `alias` has a value starting with the term's word>)`, checked on the row
 /// and, through the `user_values` primary key, its values, in the sources that hold such a value.
-fn row_matches(sql: &mut SqlFragment, directory: &DirectoryId, alias: &str, term: &Term) {
+fn row_matches(sql: &mut SqlFragment, alias: &str, term: &Term) {
     // On PostgreSQL users.id is COLLATE "C" and user_values.user_id is not: compared as they are,
     // `v.user_id = u.id` takes "C" and cannot use the primary key (a table scan per row), and
     // the planner may turn the EXISTS into a hash of every value starting with the word. An
@@ -238,27 +254,24 @@ fn row_matches(sql: &mut SqlFragment, directory: &DirectoryId, alias: &str, term
         or(sql);
         prefix_range(sql, &format!("{alias}.{column}"), &term.word);
     }
-    let attrs: Vec<&str> = term
+    let numbers: Vec<i32> = term
         .sources
         .iter()
         .filter_map(|source| match source {
-            Source::Value(attr) => Some(*attr),
+            Source::Value(number) => Some(*number),
             Source::UserName | Source::DisplayName => None,
         })
         .collect();
-    if !attrs.is_empty() {
+    if !numbers.is_empty() {
         or(sql);
         sql.push_sql(&format!(
-            "EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = {alias}.id{id_collation} AND v.attr_id IN \
-             (SELECT id FROM value_attrs WHERE directory_id = "
+            "EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = {alias}.id{id_collation} AND v.attr_id IN ("
         ));
-        sql.push(SqlPart::Text(directory.0.clone()));
-        sql.push_sql(" AND attr IN (");
-        for (n, attr) in attrs.iter().enumerate() {
+        for (n, number) in numbers.iter().enumerate() {
             sql.push_sql(if n == 0 { "" } else { ", " });
-            sql.push(SqlPart::Text((*attr).to_string()));
+            sql.push(SqlPart::Int(*number));
         }
-        sql.push_sql(")) AND ");
+        sql.push_sql(") AND ");
         prefix_range(sql, "v.value", &term.word);
         sql.push_sql(fence);
         sql.push_sql(")");
@@ -286,7 +299,7 @@ fn window_statement(
     sql.push(SqlPart::BigInt(SCAN_WINDOW));
     sql.push_sql(") u WHERE 1 = 1");
     for term in terms {
-        row_matches(&mut sql, directory, "u", term);
+        row_matches(&mut sql, "u", term);
     }
     sql.push_sql(" ORDER BY u.id LIMIT ");
     sql.push(SqlPart::BigInt(limit));
@@ -315,7 +328,7 @@ fn index_statement(
     sql.push(SqlPart::Text(directory.0.clone()));
     for (n, term) in terms.iter().enumerate() {
         if n != driver {
-            row_matches(&mut sql, directory, "users", term);
+            row_matches(&mut sql, "users", term);
         }
     }
     live_and_after(&mut sql, after, show_deactivated);
@@ -639,28 +652,22 @@ mod tests {
 
     #[test]
     fn a_row_is_checked_only_in_the_sources_holding_the_word() {
-        let term = Term {
-            word: "ga".into(),
-            sources: vec![Source::DisplayName, Source::Value("name.familyname")],
-            entries: 7,
-        };
-        let directory = crate::ids::DirectoryId("d1".into());
+        let term =
+            Term { word: "ga".into(), sources: vec![Source::DisplayName, Source::Value(4)], entries: 7 };
         let mut sql = SqlFragment::new(Backend::Sqlite);
-        row_matches(&mut sql, &directory, "u", &term);
+        row_matches(&mut sql, "u", &term);
         assert_eq!(
             sql.to_debug_string(),
             " AND (u.display_name_folded >= ? AND u.display_name_folded < ? OR EXISTS (SELECT 1 FROM \
-             user_values v WHERE v.user_id = u.id AND v.attr_id IN (SELECT id FROM value_attrs WHERE \
-             directory_id = ? AND attr IN (?)) AND v.value >= ? AND v.value < ?))"
+             user_values v WHERE v.user_id = u.id AND v.attr_id IN (?) AND v.value >= ? AND v.value < ?))"
         );
         // PostgreSQL probes the user's values by primary key once per row (see row_matches).
         let mut sql = SqlFragment::new(Backend::Postgres);
-        row_matches(&mut sql, &directory, "u", &Term { sources: vec![Source::Value("title")], ..term });
+        row_matches(&mut sql, "u", &Term { sources: vec![Source::Value(5)], ..term });
         assert_eq!(
             sql.to_debug_string(),
             " AND (EXISTS (SELECT 1 FROM user_values v WHERE v.user_id = u.id COLLATE \"default\" AND \
-             v.attr_id IN (SELECT id FROM value_attrs WHERE directory_id = ? AND attr IN (?)) AND \
-             v.value >= ? AND v.value < ? OFFSET 0))"
+             v.attr_id IN (?) AND v.value >= ? AND v.value < ? OFFSET 0))"
         );
     }
 }

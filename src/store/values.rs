@@ -43,6 +43,15 @@ fn number_attrs(
     Ok(numbers)
 }
 
+/// The numbers `attrs` have in `directory` (those no user there ever had are missing).
+pub fn numbers<'a>(
+    conn: &mut DbConn,
+    directory: &DirectoryId,
+    attrs: impl IntoIterator<Item = &'a &'a str>,
+) -> Result<HashMap<String, i32>> {
+    known_numbers(conn, directory, &attrs.into_iter().copied().collect())
+}
+
 fn known_numbers(
     conn: &mut DbConn,
     directory: &DirectoryId,
