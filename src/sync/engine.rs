@@ -35,8 +35,11 @@ use crate::store::{consents, groups, secrets, source_mirror, users, Store};
 const BATCH: i64 = 500;
 /// Okta's page size for users and groups (its maximum for users).
 const PAGE: usize = 200;
-/// Batches of users applied in one transaction.
-const BATCHES_PER_COMMIT: usize = 4;
+/// Batches of users applied in one transaction. Each commit writes every page its batches
+/// touched, and the value index's pages are touched all over, so fewer, larger commits write
+/// less: 10 instead of 4 took a 100k import from 84.7 to 75.1 s (BENCHMARKS.md). Only one
+/// batch's users are held at a time, whatever this is.
+const BATCHES_PER_COMMIT: usize = 10;
 /// Groups whose members are read at once: Okta advises at most 2-4 requests in flight per org.
 const MEMBER_READS_IN_FLIGHT: usize = 4;
 /// Users staged per transaction while a run reads (see [`Stager`]): a mapped user holds its
@@ -1208,30 +1211,30 @@ impl Run<'_> {
     async fn apply_users(&mut self, context: &BatchContext, counts: &mut Counts) -> Result<()> {
         let starts: Vec<Option<String>> =
             self.changed_batches.iter().map(|(start, _)| start.clone()).collect();
-        // Each commit writes every page its batches touched, and the value index's pages are
-        // touched all over (see BENCHMARKS.md), so fewer, larger commits write far less.
         for group in starts.chunks(BATCHES_PER_COMMIT) {
             let (context, cursors, actor) = (context.clone(), group.to_vec(), self.actor.clone());
-            let results = self
+            // Counted as each batch is applied, and the batch dropped: a transaction holds one
+            // batch's users, not all of its batches'.
+            let mut group_counts = counts.clone();
+            let (group_counts, new_conflicts) = self
                 .store
                 .write_bulk(move |conn, registry| {
-                    let mut results = Vec::with_capacity(cursors.len());
+                    let mut new_conflicts = Vec::new();
                     for cursor in &cursors {
                         let mut outcome =
                             decide_next_batch(conn, registry, &context, cursor.as_deref())?.outcome;
                         let planned_conflicts = outcome.conflicts.len();
                         let (directory, connection) = (&context.directory, &context.connection);
                         apply_batch(conn, registry, directory, connection, &actor, &mut outcome)?;
-                        results.push((outcome, planned_conflicts));
+                        tally(&mut group_counts, &outcome);
+                        // The plan pass reported the rest; only what applying found is new.
+                        new_conflicts.extend(outcome.conflicts.into_iter().skip(planned_conflicts));
                     }
-                    Ok(results)
+                    Ok((group_counts, new_conflicts))
                 })
                 .await?;
-            for (outcome, planned_conflicts) in results {
-                tally(counts, &outcome);
-                // The plan pass reported the rest; only what applying found is new.
-                self.conflicts.extend(outcome.conflicts.iter().skip(planned_conflicts).cloned());
-            }
+            *counts = group_counts;
+            self.conflicts.extend(new_conflicts);
         }
         Ok(())
     }
