@@ -148,6 +148,19 @@ pub fn is_bounded_shape(filter: &Filter) -> bool {
     matches!(filter, Filter::Compare { .. } | Filter::Present(_))
 }
 
+/// Whether a filter is an equality on a column with its own index (`userName eq`, `externalId
+/// eq`, `displayName eq`, `id eq`): the few rows it selects are best found by that index and
+/// sorted, whatever index could return the directory in order (see `users::load_page`).
+pub fn is_column_equality(filter: &Filter) -> bool {
+    match filter {
+        Filter::Compare { attr, op: CompareOp::Eq, .. } => matches!(
+            attr.column(),
+            Some(Column::UserName | Column::ExternalId | Column::DisplayName | Column::Id)
+        ),
+        _ => false,
+    }
+}
+
 /// The index key of the enterprise `manager.value`, which also matches the resolved manager
 /// link (`users.manager_id`, see `users::resolve_manager`).
 const MANAGER_VALUE_KEY: &str = "enterprise:manager.value";
@@ -681,6 +694,19 @@ mod tests {
         assert!(!bounded(r#"userName eq "a" or userName eq "b""#));
         assert!(!bounded(r#"not (userName eq "a")"#));
         assert!(!bounded(r#"emails[type eq "work"]"#));
+    }
+
+    #[test]
+    fn only_equalities_on_indexed_columns_are_column_equalities() {
+        let equality = |text: &str| is_column_equality(&filter::parse(text, &user()).unwrap());
+        assert!(equality(r#"userName eq "a""#));
+        assert!(equality(r#"externalId eq "a""#));
+        assert!(equality(r#"displayName eq "a""#));
+        assert!(equality(r#"id eq "a""#));
+        assert!(!equality(r#"userName sw "a""#));
+        assert!(!equality(r#"title eq "a""#));
+        assert!(!equality("active eq true"));
+        assert!(!equality(r#"userName eq "a" and title eq "b""#));
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct UserQuery {
     /// The statements come from a bounded set of shapes and may stay prepared (see
     /// [`filter_sql::Statement`]).
     pub bounded_shape: bool,
+    /// The filter is an equality on an indexed column ([`filter_sql::is_column_equality`]).
+    pub column_equality: bool,
 }
 
 fn record(row: UserRow) -> Result<UserRecord> {
@@ -900,6 +902,17 @@ fn load_page<T>(
 where
     T: diesel::QueryableByName<<DbConn as diesel::Connection>::Backend> + 'static,
 {
+    let page = page_sql(backend, directory, query, columns, after);
+    Ok(statement(page, query).load(conn)?)
+}
+
+fn page_sql(
+    backend: Backend,
+    directory: &DirectoryId,
+    query: &UserQuery,
+    columns: &str,
+    after: Option<&str>,
+) -> SqlFragment {
     let mut page = SqlFragment::new(backend);
     page.push_sql("SELECT ");
     page.push_sql(columns);
@@ -921,12 +934,20 @@ where
         sort_expression(&mut page, directory, key);
         page.push_sql(direction);
     }
-    page.push_sql("users.id ASC LIMIT ");
+    // SQLite, without table statistics, walks the directory's live users in id order (index
+    // users_directory_live) rather than find `userName eq` by its own index and sort the one row:
+    // at 100k users a lookup took 35-50 ms instead of 1. `+users.id` is not a column, so no
+    // index can give that order and the filter's index is used. PostgreSQL has statistics.
+    let by_id = match (backend, query.column_equality) {
+        (Backend::Sqlite, true) => "+users.id ASC LIMIT ",
+        _ => "users.id ASC LIMIT ",
+    };
+    page.push_sql(by_id);
     page.push(SqlPart::BigInt(i64::try_from(query.limit).unwrap_or(i64::MAX)));
     page.push_sql(" OFFSET ");
     let offset = if after.is_some() { 0 } else { query.offset };
     page.push(SqlPart::BigInt(i64::try_from(offset).unwrap_or(i64::MAX)));
-    Ok(statement(page, query).load(conn)?)
+    page
 }
 
 /// A directory's own `max_page_size` lowers the server's.
@@ -1038,13 +1059,13 @@ impl Store {
         request: ListRequest,
     ) -> Result<(u64, Vec<UserRecord>)> {
         let schema = &self.registry().user;
-        let (filter, bounded_shape) = match &request.filter {
+        let (filter, bounded_shape, column_equality) = match &request.filter {
             Some(text) => {
                 let parsed = filter::parse(text, schema)?;
                 let sql = filter_sql::compile(&parsed, &principal.directory_id.0, self.backend());
-                (Some(sql), filter_sql::is_bounded_shape(&parsed))
+                (Some(sql), filter_sql::is_bounded_shape(&parsed), filter_sql::is_column_equality(&parsed))
             }
-            None => (None, true),
+            None => (None, true, false),
         };
         let sort = match &request.sort_by {
             Some(name) => Some((sort_key(schema, name)?, request.sort_order.unwrap_or(SortOrder::Ascending))),
@@ -1056,6 +1077,7 @@ impl Store {
             offset: request.start_index.saturating_sub(1),
             limit: request.count,
             bounded_shape,
+            column_equality,
         };
         self.list_users(principal, query).await
     }
@@ -1075,4 +1097,58 @@ fn sort_key(schema: &ResourceSchema, name: &str) -> Result<SortKey> {
         Some(column) => SortKey::Column(column),
         None => SortKey::Value(attr.key().to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+    use diesel::Connection;
+
+    use super::*;
+    use crate::store::migrate;
+
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    /// How SQLite plans one page of a listing, on a migrated database without table statistics
+    /// (scimd never runs ANALYZE).
+    fn page_plan(filter: Option<&str>) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        let mut conn = DbConn::Sqlite(diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap());
+        migrate::run_pending(&mut conn).unwrap();
+        let registry = Registry::load().unwrap();
+        let parsed = filter.map(|text| filter::parse(text, &registry.user).unwrap());
+        let query = UserQuery {
+            filter: parsed.as_ref().map(|f| filter_sql::compile(f, "d1", Backend::Sqlite)),
+            sort: None,
+            offset: 0,
+            limit: 100,
+            bounded_shape: true,
+            column_equality: parsed.as_ref().is_some_and(filter_sql::is_column_equality),
+        };
+        let mut sql = SqlFragment::new(Backend::Sqlite);
+        sql.push_sql("EXPLAIN QUERY PLAN ");
+        sql.append(page_sql(Backend::Sqlite, &DirectoryId("d1".into()), &query, "users.id AS id", None));
+        Statement::once(sql).load::<Plan>(&mut conn).unwrap().into_iter().map(|p| p.detail).collect()
+    }
+
+    #[test]
+    fn lookups_by_an_indexed_column_probe_its_index_instead_of_walking_the_directory() {
+        for (filter, index) in [
+            (r#"userName eq "a""#, "USING INDEX users_directory_user_name"),
+            (r#"externalId eq "a""#, "USING INDEX users_directory_external_id"),
+            (r#"displayName eq "a""#, "USING INDEX users_directory_display_name"),
+        ] {
+            let plan = page_plan(Some(filter));
+            assert!(plan.iter().any(|step| step.contains(index)), "{filter}: {plan:?}");
+        }
+        // A listing without a filter still walks the live users in id order, without sorting.
+        let plan = page_plan(None);
+        assert!(plan.iter().any(|step| step.contains("users_directory_live")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
+    }
 }
