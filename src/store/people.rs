@@ -106,9 +106,9 @@ enum Source {
 
 /// Every source, in a fixed order (estimates name them by position). The numbers are bound, not
 /// looked up by a subquery in each statement: PostgreSQL then probes each person's values by
-/// `(user_id, attr_id)` instead of reading all of them and filtering (`maria ga` took 43 ms
-/// instead of 36 with the subquery). An attribute no one in the directory has gets a number
-/// no row carries (0), so the statements keep their shape.
+/// `(user_id, attr_id)` instead of reading all of them and filtering (`maria ga`, 100k people,
+/// one client: 42.6 ms p50 with the subquery, 32.5 ms bound). An attribute no one in the
+/// directory has gets a number no row carries (0), so the statements keep their shape.
 fn sources(numbers: &HashMap<String, i32>) -> Vec<Source> {
     let values = SEARCHED.iter().map(|attr| Source::Value(numbers.get(*attr).copied().unwrap_or(0)));
     [Source::UserName, Source::DisplayName].into_iter().chain(values).collect()

@@ -19,15 +19,11 @@ use crate::ids::DirectoryId;
 use crate::scim::index::Entry;
 
 /// The numbers of `attrs` in `directory`, numbering those it has not had before.
-fn number_attrs(
-    conn: &mut DbConn,
-    directory: &DirectoryId,
-    attrs: BTreeSet<&str>,
-) -> Result<HashMap<String, i32>> {
-    let mut numbers = known_numbers(conn, directory, &attrs)?;
+fn number_attrs(conn: &mut DbConn, directory: &DirectoryId, attrs: &[&str]) -> Result<HashMap<String, i32>> {
+    let mut known = numbers(conn, directory, attrs)?;
     let new: Vec<_> = attrs
         .iter()
-        .filter(|attr| !numbers.contains_key(**attr))
+        .filter(|attr| !known.contains_key(**attr))
         .map(|attr| (value_attrs::directory_id.eq(&directory.0), value_attrs::attr.eq(*attr)))
         .collect();
     if !new.is_empty() {
@@ -39,25 +35,13 @@ fn number_attrs(
                 diesel::insert_into(value_attrs::table).values(&new).on_conflict_do_nothing().execute(c)?
             }
         };
-        numbers = known_numbers(conn, directory, &attrs)?;
+        known = numbers(conn, directory, attrs)?;
     }
-    Ok(numbers)
+    Ok(known)
 }
 
 /// The numbers `attrs` have in `directory` (those no user there ever had are missing).
-pub fn numbers<'a>(
-    conn: &mut DbConn,
-    directory: &DirectoryId,
-    attrs: impl IntoIterator<Item = &'a &'a str>,
-) -> Result<HashMap<String, i32>> {
-    known_numbers(conn, directory, &attrs.into_iter().copied().collect())
-}
-
-fn known_numbers(
-    conn: &mut DbConn,
-    directory: &DirectoryId,
-    attrs: &BTreeSet<&str>,
-) -> Result<HashMap<String, i32>> {
+pub fn numbers(conn: &mut DbConn, directory: &DirectoryId, attrs: &[&str]) -> Result<HashMap<String, i32>> {
     let rows: Vec<(String, i32)> = value_attrs::table
         .filter(value_attrs::directory_id.eq(&directory.0))
         .filter(value_attrs::attr.eq_any(attrs))
@@ -99,7 +83,8 @@ pub fn insert<'a>(
     if entries.is_empty() {
         return Ok(());
     }
-    let numbers = number_attrs(conn, directory, entries.iter().map(|(_, e)| e.attr.as_str()).collect())?;
+    let attrs: BTreeSet<&str> = entries.iter().map(|(_, e)| e.attr.as_str()).collect();
+    let numbers = number_attrs(conn, directory, &attrs.into_iter().collect::<Vec<_>>())?;
     let rows = entries
         .iter()
         .map(|(user_id, e)| {
