@@ -365,8 +365,24 @@ pub fn staged_users(
         .collect()
 }
 
-/// The staged users among `source_ids`.
-pub fn staged_by_source(conn: &mut DbConn, run_id: &str, source_ids: &[&str]) -> Result<Vec<StagedUser>> {
+/// What decides whether a staged user will be created, without its resource: a batch names a
+/// few hundred managers, and parsing each one's whole staged record was most of the time a
+/// 100k import spent deciding (3.7 of 6 s).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StagedFacts {
+    pub source_id: String,
+    pub status: crate::sync::source::SourceStatus,
+    pub user_name: Option<String>,
+    pub primary_email: String,
+}
+
+/// [`StagedFacts`] of the staged users among `source_ids`, each with the scimd id it has or
+/// will get.
+pub fn staged_facts(
+    conn: &mut DbConn,
+    run_id: &str,
+    source_ids: &[&str],
+) -> Result<Vec<(String, StagedFacts)>> {
     let mut staged = Vec::new();
     for chunk in source_ids.chunks(500) {
         let rows: Vec<(String, String)> = sync_stage_users::table
@@ -375,8 +391,8 @@ pub fn staged_by_source(conn: &mut DbConn, run_id: &str, source_ids: &[&str]) ->
             .select((sync_stage_users::user_id, sync_stage_users::data))
             .load(conn)?;
         for (user_id, data) in rows {
-            let user = serde_json::from_str(&data).map_err(|e| Error::internal("a staged user", e))?;
-            staged.push(StagedUser { user_id, user });
+            let facts = serde_json::from_str(&data).map_err(|e| Error::internal("a staged user", e))?;
+            staged.push((user_id, facts));
         }
     }
     Ok(staged)

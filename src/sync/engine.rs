@@ -6,7 +6,7 @@
 //! transaction: a run cut short (even by `kill -9`) leaves every batch whole, and the next run
 //! converges, since each decision compares the source with what is stored.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -193,7 +193,7 @@ impl Started {
             counts: Counts::default(),
             conflicts: Vec::new(),
             warnings: self.warnings,
-            changed_batches: Vec::new(),
+            changed_batches: None,
             planned_unchanged: 0,
             mode: self.mode.clone(),
             watermark: None,
@@ -298,8 +298,8 @@ struct Run<'a> {
     conflicts: Vec<Value>,
     warnings: Vec<String>,
     /// From the plan pass: where each batch with changes starts, and how many of its users
-    /// were unchanged then.
-    changed_batches: Vec<(Option<String>, u64)>,
+    /// were unchanged then. `None` when the run was not planned: applying visits every batch.
+    changed_batches: Option<Vec<(Option<String>, u64)>>,
     planned_unchanged: u64,
     mode: Mode,
     /// Where the next delta run starts: Okta's clock when this run began reading.
@@ -559,6 +559,12 @@ impl Run<'_> {
         progress: &Progress,
     ) -> Result<&'static str> {
         let phase = std::time::Instant::now();
+        // Reading only stages: the connection's active users stay as they are until applying.
+        let active = {
+            let id = self.connection.id.clone();
+            self.store.read(move |conn, _| sync_runs::active_owned(conn, &id)).await?
+        };
+        let active = u64::try_from(active).unwrap_or(0);
         match config(self.connection).kind {
             Kind::Okta => {
                 let client = okta_client(self.store, key, self.connection).await?;
@@ -568,6 +574,9 @@ impl Run<'_> {
             }
             Kind::Entra => {
                 let client = graph_client(self.store, key, self.connection).await?;
+                // The tenant has at least the users the connection holds active; a full read
+                // learns its size (see `read_entra`).
+                client.know_tenant_size(active);
                 let mut read = match self.mode.clone() {
                     Mode::EntraDelta(links) => self.read_entra_delta(&client, links, progress).await,
                     _ => self.read_entra(&client, progress).await,
@@ -593,23 +602,23 @@ impl Run<'_> {
             }
         }
         progress(&format!("read the source in {:.1?}", phase.elapsed()));
-        // Plan without writing: counts for a dry run and for the brake.
-        let phase = std::time::Instant::now();
-        let planned = self.users_pass(false).await?;
-        progress(&format!("planned users in {:.1?}", phase.elapsed()));
-        let deactivations = planned.users_deactivated;
-        let active = {
-            let id = self.connection.id.clone();
-            self.store.read(move |conn, _| sync_runs::active_owned(conn, &id)).await?
-        };
+        // A connection with no active users (its first run) can deactivate no one, so nothing
+        // can trip the brake: the run applies in one pass, without planning first (a 100k first
+        // import spent 4-5 s planning).
+        if request.dry_run || active > 0 {
+            // Plan without writing: counts for a dry run and for the brake.
+            let phase = std::time::Instant::now();
+            let planned = self.users_pass(false).await?;
+            progress(&format!("planned users in {:.1?}", phase.elapsed()));
+            self.counts = planned;
+        }
+        let deactivations = self.counts.users_deactivated;
         let max = config(self.connection).brake.max_deactivate_percent;
         if request.dry_run {
-            self.counts = planned;
             self.groups_pass(false).await?;
             return Ok("dry_run");
         }
-        if plan::brakes(deactivations, u64::try_from(active).unwrap_or(0), max) && !request.confirm {
-            self.counts = planned;
+        if plan::brakes(deactivations, active, max) && !request.confirm {
             self.warnings.push(format!(
                 "the run would deactivate {deactivations} of {active} active users, more than {max} %; nothing was \
                  applied: check the source, then run again with --confirm"
@@ -841,6 +850,8 @@ impl Run<'_> {
                 .await?;
             progress(&format!("users read: {read}"));
         }
+        // Every user of the tenant was listed: group members are read at its size's budget.
+        client.know_tenant_size(read as u64);
         let mut groups = Vec::new();
         client
             .for_each_page(&graph::groups_path(), |items| {
@@ -1158,7 +1169,7 @@ impl Run<'_> {
         }
         if apply {
             // Batches without changes were not revisited: their users count as the plan saw them.
-            let revisited: u64 = self.changed_batches.iter().map(|(_, unchanged)| unchanged).sum();
+            let revisited: u64 = self.changed_batches.iter().flatten().map(|(_, unchanged)| unchanged).sum();
             counts.users_unchanged += self.planned_unchanged.saturating_sub(revisited);
         } else {
             self.planned_unchanged = counts.users_unchanged;
@@ -1174,7 +1185,7 @@ impl Run<'_> {
     /// The plan pass: walks every staged batch, counts what would change, and notes where the
     /// batches with creates or updates start, for the apply pass to revisit.
     async fn plan_users(&mut self, context: &BatchContext, counts: &mut Counts) -> Result<()> {
-        self.changed_batches.clear();
+        let mut changed_batches = Vec::new();
         let mut after: Option<Option<String>> = Some(None);
         while let Some(cursor) = after.take() {
             let (context, start) = (context.clone(), cursor.clone());
@@ -1195,46 +1206,69 @@ impl Run<'_> {
             {
                 let unchanged =
                     outcome.decisions.iter().filter(|(_, d, _)| *d == Decision::Unchanged).count();
-                self.changed_batches.push((cursor, unchanged as u64));
+                changed_batches.push((cursor, unchanged as u64));
             }
             after = last.map(Some);
         }
+        self.changed_batches = Some(changed_batches);
         Ok(())
     }
 
     /// The apply pass: revisits the batches the plan found changes in, a few per transaction,
     /// each decided again against what is stored just before it is applied (a rename earlier in
-    /// the run may have freed the userName a later user takes).
+    /// the run may have freed the userName a later user takes). A run that was not planned
+    /// decides and applies every batch in turn.
     ///
     /// Deciding the next transaction's batches on a reader while the writer applied these was
     /// tried: no gain beyond the run-to-run spread, and 27 MiB more peak RSS (BENCHMARKS.md).
     async fn apply_users(&mut self, context: &BatchContext, counts: &mut Counts) -> Result<()> {
-        let starts: Vec<Option<String>> =
-            self.changed_batches.iter().map(|(start, _)| start.clone()).collect();
-        for group in starts.chunks(BATCHES_PER_COMMIT) {
-            let (context, cursors, actor) = (context.clone(), group.to_vec(), self.actor.clone());
+        let mut visits: VecDeque<Visit> = match &self.changed_batches {
+            Some(changed) => {
+                let starts: Vec<Option<String>> = changed.iter().map(|(start, _)| start.clone()).collect();
+                starts.chunks(BATCHES_PER_COMMIT).map(|group| Visit::Planned(group.to_vec())).collect()
+            }
+            None => VecDeque::from([Visit::From(None)]),
+        };
+        while let Some(visit) = visits.pop_front() {
+            let (context, actor) = (context.clone(), self.actor.clone());
             // Counted as each batch is applied, and the batch dropped: a transaction holds one
             // batch's users, not all of its batches'.
             let mut group_counts = counts.clone();
-            let (group_counts, new_conflicts) = self
+            let (group_counts, new_conflicts, rest) = self
                 .store
                 .write_bulk(move |conn, registry| {
                     let mut new_conflicts = Vec::new();
-                    for cursor in &cursors {
-                        let mut outcome =
-                            decide_next_batch(conn, registry, &context, cursor.as_deref())?.outcome;
-                        let planned_conflicts = outcome.conflicts.len();
+                    let (mut cursors, chained) = match visit {
+                        Visit::Planned(starts) => (VecDeque::from(starts), false),
+                        Visit::From(start) => (VecDeque::from([start]), true),
+                    };
+                    let mut rest = None;
+                    let mut applied = 0;
+                    while let Some(cursor) = cursors.pop_front() {
+                        let decided = decide_next_batch(conn, registry, &context, cursor.as_deref())?;
+                        let mut outcome = decided.outcome;
+                        let planned_conflicts = if chained { 0 } else { outcome.conflicts.len() };
                         let (directory, connection) = (&context.directory, &context.connection);
                         apply_batch(conn, registry, directory, connection, &actor, &mut outcome)?;
                         tally(&mut group_counts, &outcome);
                         // The plan pass reported the rest; only what applying found is new.
                         new_conflicts.extend(outcome.conflicts.into_iter().skip(planned_conflicts));
+                        applied += 1;
+                        // Unplanned, the batch after this one follows, while the stage lasts.
+                        if chained && outcome.decisions.len() as i64 == BATCH {
+                            if applied < BATCHES_PER_COMMIT {
+                                cursors.push_back(decided.last);
+                            } else {
+                                rest = Some(Visit::From(decided.last));
+                            }
+                        }
                     }
-                    Ok((group_counts, new_conflicts))
+                    Ok((group_counts, new_conflicts, rest))
                 })
                 .await?;
             *counts = group_counts;
             self.conflicts.extend(new_conflicts);
+            visits.extend(rest);
         }
         Ok(())
     }
@@ -1607,6 +1641,13 @@ struct Decided {
     outcome: BatchOutcome,
 }
 
+/// The batches one transaction of the apply pass visits: those the plan listed (each by the
+/// source id it starts after), or, for a run that was not planned, the batches from one on.
+enum Visit {
+    Planned(Vec<Option<String>>),
+    From(Option<String>),
+}
+
 /// Decides the batch of [`BATCH`] staged users after source id `after` (from the start when
 /// `None`).
 fn decide_next_batch(
@@ -1706,23 +1747,24 @@ fn planned_ids(
     losers: &HashMap<String, String>,
 ) -> Result<HashMap<String, String>> {
     let mut ids = sync_runs::owned_ids(conn, connection, sources)?;
-    let staged: Vec<StagedUser> = sync_runs::staged_by_source(conn, run, sources)?
+    let staged: Vec<(String, sync_runs::StagedFacts)> = sync_runs::staged_facts(conn, run, sources)?
         .into_iter()
-        .filter(|c| !ids.contains_key(&c.user.source_id))
+        .filter(|(_, facts)| !ids.contains_key(&facts.source_id))
         .collect();
-    let folded: Vec<String> =
-        staged.iter().filter_map(|c| c.user.user_name.as_deref().map(crate::scim::index::fold)).collect();
+    let folded: Vec<String> = staged
+        .iter()
+        .filter_map(|(_, facts)| facts.user_name.as_deref().map(crate::scim::index::fold))
+        .collect();
     let holders = sync_runs::name_holders(conn, &directory.0, &folded)?;
-    for candidate in staged {
-        let user = &candidate.user;
-        let held = losers.contains_key(&user.source_id)
-            || user
+    for (user_id, facts) in staged {
+        let held = losers.contains_key(&facts.source_id)
+            || facts
                 .user_name
                 .as_deref()
                 .and_then(|name| holders.get(&crate::scim::index::fold(name)))
-                .is_some_and(|(holder, _)| *holder != candidate.user_id);
-        if plan::creates(user.status, user.user_name.as_deref(), &user.primary_email, held, rules) {
-            ids.insert(user.source_id.clone(), candidate.user_id);
+                .is_some_and(|(holder, _)| *holder != user_id);
+        if plan::creates(facts.status, facts.user_name.as_deref(), &facts.primary_email, held, rules) {
+            ids.insert(facts.source_id, user_id);
         }
     }
     Ok(ids)

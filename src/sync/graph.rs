@@ -745,6 +745,22 @@ impl Budget {
     }
 }
 
+/// Graph's limit for one app in one tenant, in resource units per 10 s, by the tenant's users
+/// (§6): 3,500 under 50 users, 5,000 up to 500, 8,000 above.
+fn tenant_limit(users: u64) -> u32 {
+    match users {
+        0..50 => 3_500,
+        50..=500 => 5_000,
+        _ => 8_000,
+    }
+}
+
+/// The client's budget when the configuration sets none: half the app's limit in a tenant of
+/// `users` users.
+fn half_of_tenant_limit(users: u64) -> u32 {
+    tenant_limit(users) / 2
+}
+
 /// How long to hold back once Graph says the app is above 80 % of its limit
 /// (`x-ms-throttle-limit-percentage`, 0.8–1.8): nothing at 0.8, a second at 1.0, five at 1.8.
 fn pressure_pause(percentage: f64) -> Duration {
@@ -836,9 +852,10 @@ pub struct Limits {
     pub max_records: usize,
     /// Requests in flight at once (§6: 2–4 per tenant).
     pub max_in_flight: usize,
-    /// Resource units the client spends per `window`: its share of the app's limit (3,500 per
-    /// 10 s for the smallest tenants).
-    pub resource_units: u32,
+    /// Resource units the client spends per `window`. `None`: half of the app's limit in the
+    /// tenant ([`tenant_limit`]), as far as the tenant's size is known
+    /// ([`GraphClient::know_tenant_size`]); the other half is left to the app's other callers.
+    pub resource_units: Option<u32>,
     pub window: Duration,
     /// Retries of a 429, 5xx or timeout before the call fails.
     pub max_retries: u32,
@@ -852,7 +869,7 @@ impl Default for Limits {
             max_pages: 100_000,
             max_records: 5_000_000,
             max_in_flight: 4,
-            resource_units: 2_000,
+            resource_units: None,
             window: Duration::from_secs(10),
             max_retries: 5,
             max_wait: Duration::from_secs(300),
@@ -1088,7 +1105,8 @@ impl GraphClient {
             fallback: OnceLock::new(),
             in_flight: tokio::sync::Semaphore::new(limits.max_in_flight.max(1)),
             pacing: Mutex::new(Pacing {
-                budget: Budget::new(limits.resource_units, limits.window),
+                // Until its size is known, the tenant is taken for the smallest.
+                budget: Budget::new(limits.resource_units.unwrap_or(half_of_tenant_limit(0)), limits.window),
                 pause_until: None,
             }),
             limits,
@@ -1320,6 +1338,16 @@ impl GraphClient {
                 consent_lost: lost,
                 error: token_refusal(status, &error, code, &said, &self.names(credential)),
             });
+        }
+    }
+
+    /// The tenant has (at least) `users` users: without a configured budget, the client spends
+    /// half the app's limit for a tenant of that size. A 100k-user tenant allows 8,000 RU per
+    /// 10 s; a full import's ~1,900 group member listings cost 4 RU each, and at the smallest
+    /// tenant's share they took 20 s of waiting.
+    pub fn know_tenant_size(&self, users: u64) {
+        if self.limits.resource_units.is_none() {
+            lock(&self.pacing).budget.limit = half_of_tenant_limit(users);
         }
     }
 
@@ -2167,6 +2195,30 @@ mod tests {
             json!({"tenant": "contoso.onmicrosoft.com", "auth": auth, "backup_auth": backup}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_budget_is_half_the_limit_of_the_tenant_size_unless_configured() {
+        assert_eq!(
+            [0, 49, 50, 500, 501, 100_000].map(half_of_tenant_limit),
+            [1_750, 1_750, 2_500, 2_500, 4_000, 4_000]
+        );
+        let open = |resource_units: Option<u32>| {
+            GraphClient::new(
+                &source(json!({"method": "client_secret", "client_id": "a"}), None),
+                GraphCredentials { primary: "s3cr3t".into(), backup: None },
+                Limits { resource_units, ..Limits::default() },
+            )
+            .unwrap()
+        };
+        let budget = |client: &GraphClient| lock(&client.pacing).budget.limit;
+        let sized = open(None);
+        assert_eq!(budget(&sized), 1_750, "an unknown tenant is taken for the smallest");
+        sized.know_tenant_size(100_000);
+        assert_eq!(budget(&sized), 4_000);
+        let configured = open(Some(300));
+        configured.know_tenant_size(100_000);
+        assert_eq!(budget(&configured), 300, "a configured budget stays");
     }
 
     #[test]

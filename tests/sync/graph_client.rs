@@ -579,7 +579,7 @@ async fn requests_stay_within_the_in_flight_limit_and_the_resource_unit_budget()
         fake.entra_source(app.secret_auth()),
         &app.secret(),
         None,
-        Limits { resource_units: 2, window: Duration::from_secs(1), ..Limits::default() },
+        Limits { resource_units: Some(2), window: Duration::from_secs(1), ..Limits::default() },
     );
     fake.clear_requests();
     for _ in 0..3 {

@@ -20,6 +20,7 @@ on_both_backends!(
     pages_are_followed_and_rate_limits_waited_out,
     a_run_spends_only_its_share_of_each_rate_limit_window,
     a_username_freed_in_a_large_run_is_taken_later_in_the_same_run,
+    a_first_run_applies_in_one_pass_and_later_runs_are_planned,
 );
 
 /// The org most tests use: an engineer managed by a lead, a suspended, a deprovisioned and a
@@ -415,4 +416,49 @@ async fn a_username_freed_in_a_large_run_is_taken_later_in_the_same_run(server: 
     assert_eq!(report.counts.users_updated, 3000, "{:?}", report.counts);
     assert_eq!(user_name_of(&server, &numbered('a', 0)).await, "a0.moved@acme.example");
     assert_eq!(user_name_of(&server, &numbered('b', 300)).await, "a0@acme.example");
+}
+
+/// A first run (the connection holds no active users) can deactivate no one, so nothing can trip
+/// the brake and it is not planned first: it decides and applies every batch in one pass, ten
+/// batches of 500 a transaction. Past one transaction's worth, and with a login two users share,
+/// each user is still created once and the collision reported once. A later run is planned.
+async fn a_first_run_applies_in_one_pass_and_later_runs_are_planned(server: TestServer) {
+    let mut org = Org::empty();
+    for n in 0..5_100 {
+        org.add_user(Org::user(&numbered('c', n), &format!("c{n}@acme.example"), "ACTIVE"));
+    }
+    org.add_user(Org::user(&numbered('d', 0), "c5050@acme.example", "ACTIVE"));
+    let fake = FakeOkta::start(org);
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    let key = server.config.secret_key().unwrap();
+    let phases = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = phases.clone();
+    let note = move |line: &str| lines.lock().unwrap().push(line.to_string());
+    let planned = |phases: &std::sync::Mutex<Vec<String>>| {
+        phases.lock().unwrap().drain(..).filter(|line| line.starts_with("planned users")).count()
+    };
+
+    let first = engine::run(&server.store, key.as_ref(), &connection, full(), &note).await.unwrap();
+    assert_eq!(first.status, "succeeded", "{first:?}");
+    assert_eq!(planned(&phases), 0, "a first run is not planned");
+    assert_eq!(first.counts.users_created, 5_100, "{:?}", first.counts);
+    assert_eq!(first.conflicts.len(), 1, "{:?}", first.conflicts);
+    assert_eq!(first.conflicts[0]["userName"], "c5050@acme.example");
+    let listed =
+        server.send(server.request(reqwest::Method::GET, "/scim/v2/Users").query(&[("count", "1")])).await;
+    assert_eq!(listed.body["totalResults"], 5_100);
+
+    fake.change(|org| {
+        org.update_user(&numbered('c', 4_999), |u| {
+            u.profile.insert("title".into(), json!("Buyer"));
+        });
+    });
+    let second = engine::run(&server.store, key.as_ref(), &connection, full(), &note).await.unwrap();
+    assert_eq!(planned(&phases), 1, "a run that could deactivate someone is planned");
+    assert_eq!(
+        (second.counts.users_updated, second.counts.users_unchanged),
+        (1, 5_099),
+        "{:?}",
+        second.counts
+    );
 }
