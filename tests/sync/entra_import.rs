@@ -19,6 +19,7 @@ on_both_backends!(
     a_failing_primary_credential_falls_back_to_the_backup_and_says_so,
     a_missing_permission_fails_the_run_with_its_remedy_and_writes_nothing,
     a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite,
+    group_members_are_read_while_users_are_still_listed,
 );
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -262,4 +263,29 @@ async fn a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite(serve
     assert_eq!(still.body["name"], pushed["name"], "never overwritten");
     assert!(still.body.get("externalId").is_none());
     assert_eq!(user_by_external_id(&server, &ids.engineer).await, None, "never merged");
+}
+
+/// A full read lists users and reads group members at once: the member listings (4 resource
+/// units each) spend the budget's windows while the users are listed, instead of waiting for
+/// later windows after them. With 40 ms a request, a member listing starts before the last
+/// page of users.
+async fn group_members_are_read_while_users_are_still_listed(server: TestServer) {
+    let fake = FakeGraph::start(Tenant::generate(2_500, 20, 7));
+    let app = importer_app(&fake);
+    let connection = server.connect("acme", connection_body(&fake, app.secret_auth(), json!({})));
+    fake.set_latency(std::time::Duration::from_millis(40));
+    let report = run(&server, &connection, true).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert!(report.counts.groups_created > 0 && report.counts.members_added > 0, "{:?}", report.counts);
+    let requests = fake.requests();
+    let users_pages: Vec<_> = requests.iter().filter(|r| r.path() == "/v1.0/users").collect();
+    assert!(users_pages.len() > 1, "several pages of users");
+    let first_members = requests
+        .iter()
+        .filter(|r| r.path().ends_with("/transitiveMembers"))
+        .map(|r| r.received)
+        .min()
+        .expect("member listings");
+    let last_users_page = users_pages.iter().map(|r| r.received).max().unwrap();
+    assert!(first_members < last_users_page, "member listings waited for the users listing");
 }
