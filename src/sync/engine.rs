@@ -1501,7 +1501,8 @@ fn urlencode(text: &str) -> String {
 }
 
 /// Lists an Entra tenant's users and stages them. The tenant has at least the users listed so
-/// far, and its first page of 999 already tells a large tenant, whose budget is larger.
+/// far: six pages (of 100, Graph's cap with `$expand`) already tell a tenant of more than 500,
+/// whose budget is the largest.
 async fn read_entra_users(
     client: &GraphClient,
     username_source: &str,
