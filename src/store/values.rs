@@ -4,8 +4,9 @@
 //! every row, the rows and their indexes took 680 MiB for 100k users instead of 305 MiB, and a
 //! full import was about 15 % slower (BENCHMARKS.md).
 //!
-//! Filters (`filter_sql`, `people`) find a number by a subquery on `value_attrs`' unique index,
-//! so they compile without a database; code here and in `users` looks it up once.
+//! SCIM filters (`filter_sql`) find a number by a subquery on `value_attrs`' unique index, so
+//! they compile without a database; the people search ([`numbers`]) and the code here and in
+//! `users` look numbers up once and bind them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

@@ -838,7 +838,7 @@ impl Run<'_> {
     ///
     /// Users and groups are read at once. The member listings are most of the read's resource
     /// units (4 each, one or more per group): read after the users, they waited for the budget's
-    /// next windows (a 100k tenant: 20 s reading, 9 s of it waiting); alongside, they spend
+    /// next windows (a 100k tenant: 20 s reading, 8.5 s of it waiting); alongside, they spend
     /// the windows the users listing leaves unused.
     async fn read_entra(&mut self, client: &GraphClient, progress: &Progress) -> Result<()> {
         let settings = config(self.connection).clone();

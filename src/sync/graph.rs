@@ -1341,13 +1341,15 @@ impl GraphClient {
         }
     }
 
-    /// The tenant has (at least) `users` users: without a configured budget, the client spends
-    /// half the app's limit for a tenant of that size. A 100k-user tenant allows 8,000 RU per
-    /// 10 s; a full import's ~1,900 group member listings cost 4 RU each, and at the smallest
-    /// tenant's share they took 20 s of waiting.
+    /// The tenant has at least `users` users: without a configured budget, the client spends
+    /// half the app's limit for the largest tenant it knows of (a smaller count learnt later,
+    /// such as a listing's first page, lowers nothing). A 100k-user tenant allows 8,000 RU per
+    /// 10 s; a full read's 1,000 pages of users (2 RU each) and ~1,000 member listings (4 each)
+    /// waited for later windows at the smallest tenant's share.
     pub fn know_tenant_size(&self, users: u64) {
         if self.limits.resource_units.is_none() {
-            lock(&self.pacing).budget.limit = half_of_tenant_limit(users);
+            let mut pacing = lock(&self.pacing);
+            pacing.budget.limit = pacing.budget.limit.max(half_of_tenant_limit(users));
         }
     }
 
@@ -2216,6 +2218,8 @@ mod tests {
         assert_eq!(budget(&sized), 1_750, "an unknown tenant is taken for the smallest");
         sized.know_tenant_size(100_000);
         assert_eq!(budget(&sized), 4_000);
+        sized.know_tenant_size(100);
+        assert_eq!(budget(&sized), 4_000, "a smaller count learnt later lowers nothing");
         let configured = open(Some(300));
         configured.know_tenant_size(100_000);
         assert_eq!(budget(&configured), 300, "a configured budget stays");
