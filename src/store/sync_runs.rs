@@ -256,6 +256,8 @@ pub fn stage_groups(conn: &mut DbConn, run_id: &str, page: &[StagedGroup]) -> Re
     Ok(())
 }
 
+/// Stages users as members of a group. A member staged before is kept once: a Graph delta round
+/// may report a member again (its replays).
 pub fn stage_members(
     conn: &mut DbConn,
     run_id: &str,
@@ -273,16 +275,22 @@ pub fn stage_members(
         })
         .collect();
     for chunk in rows.chunks(300) {
-        let statement = diesel::insert_into(sync_stage_members::table).values(chunk);
         match conn {
-            DbConn::Sqlite(c) => statement.execute(c)?,
-            DbConn::Postgres(c) => statement.execute(c)?,
+            DbConn::Sqlite(c) => {
+                diesel::insert_or_ignore_into(sync_stage_members::table).values(chunk).execute(c)?
+            }
+            DbConn::Postgres(c) => diesel::insert_into(sync_stage_members::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .execute(c)?,
         };
     }
     Ok(())
 }
 
-/// Stages the groups nested, at any depth, in a group whose members the run read.
+/// Stages the groups nested in a group whose members the run read: at any depth when read by
+/// transitive listings, directly when read by a delta round (then [`flatten_staged_nesting`]).
+/// One staged before is kept once.
 pub fn stage_subgroups(
     conn: &mut DbConn,
     run_id: &str,
@@ -300,11 +308,92 @@ pub fn stage_subgroups(
         })
         .collect();
     for chunk in rows.chunks(300) {
-        let statement = diesel::insert_into(sync_stage_subgroups::table).values(chunk);
         match conn {
-            DbConn::Sqlite(c) => statement.execute(c)?,
-            DbConn::Postgres(c) => statement.execute(c)?,
+            DbConn::Sqlite(c) => {
+                diesel::insert_or_ignore_into(sync_stage_subgroups::table).values(chunk).execute(c)?
+            }
+            DbConn::Postgres(c) => diesel::insert_into(sync_stage_subgroups::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .execute(c)?,
         };
+    }
+    Ok(())
+}
+
+/// Takes members (users or nested groups) out of a staged group: a delta round reported them
+/// removed after it had reported them added.
+pub fn unstage_members(
+    conn: &mut DbConn,
+    run_id: &str,
+    group_source_id: &str,
+    member_ids: &[String],
+) -> Result<()> {
+    for chunk in member_ids.chunks(500) {
+        diesel::delete(
+            sync_stage_members::table
+                .filter(sync_stage_members::run_id.eq(run_id))
+                .filter(sync_stage_members::group_source_id.eq(group_source_id))
+                .filter(sync_stage_members::user_source_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+        diesel::delete(
+            sync_stage_subgroups::table
+                .filter(sync_stage_subgroups::run_id.eq(run_id))
+                .filter(sync_stage_subgroups::group_source_id.eq(group_source_id))
+                .filter(sync_stage_subgroups::subgroup_source_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Every group nested in a staged group, at any depth (cycles end: each pair is kept once).
+const REACHED_SUBGROUPS: &str = "WITH RECURSIVE reach (grp, sub) AS (
+    SELECT group_source_id, subgroup_source_id FROM sync_stage_subgroups WHERE run_id = $1
+    UNION
+    SELECT reach.grp, s.subgroup_source_id FROM reach
+    JOIN sync_stage_subgroups s ON s.run_id = $1 AND s.group_source_id = reach.sub
+)
+INSERT INTO sync_stage_subgroups (run_id, group_source_id, subgroup_source_id)
+SELECT $1, grp, sub FROM reach WHERE grp <> sub
+ON CONFLICT DO NOTHING";
+
+/// The users of every group nested in a staged group are its members too.
+const MEMBERS_OF_SUBGROUPS: &str = "INSERT INTO sync_stage_members (run_id, group_source_id, user_source_id)
+SELECT $1, s.group_source_id, m.user_source_id FROM sync_stage_subgroups s
+JOIN sync_stage_members m ON m.run_id = $1 AND m.group_source_id = s.subgroup_source_id
+WHERE s.run_id = $1
+ON CONFLICT DO NOTHING";
+
+/// Flattens nested groups in a stage that holds direct members (a Graph delta round's): each
+/// group gets the groups nested in it at any depth, and their users, as the transitive listing
+/// of each group would give. Then the staged members of `unread` (groups the rules neither
+/// import nor name) are dropped: they were needed only to flatten.
+pub fn flatten_staged_nesting(conn: &mut DbConn, run_id: &str, unread: &[&str]) -> Result<()> {
+    use diesel::sql_types::Text;
+    for statement in [REACHED_SUBGROUPS, MEMBERS_OF_SUBGROUPS] {
+        match conn {
+            // SQLite numbers its parameters `?1`; PostgreSQL `$1`.
+            DbConn::Sqlite(c) => {
+                diesel::sql_query(statement.replace("$1", "?1")).bind::<Text, _>(run_id).execute(c)?
+            }
+            DbConn::Postgres(c) => diesel::sql_query(statement).bind::<Text, _>(run_id).execute(c)?,
+        };
+    }
+    for chunk in unread.chunks(500) {
+        diesel::delete(
+            sync_stage_members::table
+                .filter(sync_stage_members::run_id.eq(run_id))
+                .filter(sync_stage_members::group_source_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
+        diesel::delete(
+            sync_stage_subgroups::table
+                .filter(sync_stage_subgroups::run_id.eq(run_id))
+                .filter(sync_stage_subgroups::group_source_id.eq_any(chunk)),
+        )
+        .execute(conn)?;
     }
     Ok(())
 }

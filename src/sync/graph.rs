@@ -1344,8 +1344,9 @@ impl GraphClient {
     /// The tenant has at least `users` users: without a configured budget, the client spends
     /// half the app's limit for the largest tenant it knows of (a smaller count learnt later,
     /// such as a listing's first page, lowers nothing). A 100k-user tenant allows 8,000 RU per
-    /// 10 s; a full read's 1,000 pages of users (2 RU each) and ~1,000 member listings (4 each)
-    /// waited for later windows at the smallest tenant's share.
+    /// 10 s; a full read's 1,000 pages of users (2 RU each) and, when it listed each group's
+    /// members, ~1,000 member listings (4 each) waited for later windows at the smallest
+    /// tenant's share.
     pub fn know_tenant_size(&self, users: u64) {
         if self.limits.resource_units.is_none() {
             let mut pacing = lock(&self.pacing);

@@ -10,7 +10,7 @@ use crate::support::fake_graph::{
 };
 use crate::support::snapshot::{assert_same, snapshot};
 use crate::support::{on_both_backends, TestServer};
-use scimd::store::connections::ConnectionRecord;
+use scimd::store::connections::{self, ConnectionRecord};
 use scimd::sync::engine::{self, Report, RunRequest};
 
 on_both_backends!(
@@ -20,6 +20,7 @@ on_both_backends!(
     a_missing_permission_fails_the_run_with_its_remedy_and_writes_nothing,
     a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite,
     group_members_are_read_while_users_are_still_listed,
+    a_full_read_flattens_nested_groups_from_the_groups_delta_round,
 );
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -95,10 +96,13 @@ fn importer_app(fake: &FakeGraph) -> AppRegistration {
     fake.register_app(AppRegistration::new(&IMPORTER_PERMISSIONS))
 }
 
+/// Runs the connection as stored now: a delta run starts from the links the last run stored.
 async fn run(server: &TestServer, connection: &ConnectionRecord, full: bool) -> Report {
     let key = server.config.secret_key().unwrap();
     let request = RunRequest { full, dry_run: false, confirm: false, trigger: "cli" };
-    engine::run(&server.store, key.as_ref(), connection, request, &|_| {}).await.unwrap()
+    let id = connection.id.clone();
+    let connection = server.store.read_now(move |conn, _| connections::get(conn, &id)).unwrap();
+    engine::run(&server.store, key.as_ref(), &connection, request, &|_| {}).await.unwrap()
 }
 
 async fn scim_list(server: &TestServer, path: &str, filter: &str) -> Vec<Value> {
@@ -109,6 +113,17 @@ async fn scim_list(server: &TestServer, path: &str, filter: &str) -> Vec<Value> 
 
 async fn user_by_external_id(server: &TestServer, entra_id: &str) -> Option<Value> {
     scim_list(server, "/scim/v2/Users", &format!("externalId eq \"{entra_id}\"")).await.into_iter().next()
+}
+
+/// The scimd ids of the users imported from these Entra ids, sorted.
+async fn scim_ids(server: &TestServer, entra_ids: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for id in entra_ids {
+        let user = user_by_external_id(server, id).await.unwrap_or_else(|| panic!("{id} was not imported"));
+        found.push(user["id"].as_str().unwrap().to_string());
+    }
+    found.sort();
+    found
 }
 
 async fn group_member_ids(server: &TestServer, name: &str) -> Option<Vec<String>> {
@@ -265,12 +280,14 @@ async fn a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite(serve
     assert_eq!(user_by_external_id(&server, &ids.engineer).await, None, "never merged");
 }
 
-/// A full read lists users and reads group members at once: the member listings (4 resource
-/// units each) spend the budget's windows while the users are listed, instead of waiting for
-/// later windows after them. With 40 ms a request, a member listing starts before the last
-/// page of users.
+/// A full read lists users and reads group members at once: the groups delta round spends the
+/// budget's windows while the users are listed, instead of waiting for later windows after
+/// them. With 40 ms a request, a page of the round arrives before the last page of users.
 async fn group_members_are_read_while_users_are_still_listed(server: TestServer) {
-    let fake = FakeGraph::start(Tenant::generate(2_500, 20, 7));
+    let mut tenant = Tenant::generate(2_500, 20, 7);
+    // Several pages of groups and members, as a large tenant's round has.
+    tenant.paging.delta_members_per_page = 50;
+    let fake = FakeGraph::start(tenant);
     let app = importer_app(&fake);
     let connection = server.connect("acme", connection_body(&fake, app.secret_auth(), json!({})));
     fake.set_latency(std::time::Duration::from_millis(40));
@@ -280,12 +297,73 @@ async fn group_members_are_read_while_users_are_still_listed(server: TestServer)
     let requests = fake.requests();
     let users_pages: Vec<_> = requests.iter().filter(|r| r.path() == "/v1.0/users").collect();
     assert!(users_pages.len() > 1, "several pages of users");
-    let first_members = requests
+    let round: Vec<_> = requests
         .iter()
-        .filter(|r| r.path().ends_with("/transitiveMembers"))
+        .filter(|r| r.path() == "/v1.0/groups/delta" && r.query("$deltatoken").is_none())
         .map(|r| r.received)
-        .min()
-        .expect("member listings");
+        .collect();
+    assert!(round.len() > 1, "several pages of groups");
     let last_users_page = users_pages.iter().map(|r| r.received).max().unwrap();
-    assert!(first_members < last_users_page, "member listings waited for the users listing");
+    assert!(round[1] < last_users_page, "the groups waited for the users listing");
+}
+
+/// A full read takes every group's direct members from the groups delta round (1 resource unit
+/// a page) and flattens nested groups itself, at any depth and through a cycle, as Graph's
+/// transitive listing (5 units a group) would: groups the rules do not import still bring their
+/// members into the groups they are nested in. Big groups span pages, and pages replay objects.
+/// A delta run, which reads a changed group's transitive members, agrees.
+async fn a_full_read_flattens_nested_groups_from_the_groups_delta_round(server: TestServer) {
+    let mut tenant = Tenant::empty();
+    let users: Vec<GraphUser> = ["ada", "bo", "cy", "di"]
+        .iter()
+        .map(|name| GraphUser::new(&format!("{name}@contoso.example")))
+        .collect();
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    for user in users {
+        tenant.add_user(user);
+    }
+    let outer = GraphGroup::microsoft_365("outer", "outer@contoso.example");
+    let (middle, inner) = (GraphGroup::security("middle"), GraphGroup::security("inner"));
+    let (outer_id, middle_id, inner_id) = (outer.id.clone(), middle.id.clone(), inner.id.clone());
+    for group in [outer, middle, inner] {
+        tenant.add_group(group);
+    }
+    tenant.add_member(&outer_id, &ids[0]);
+    tenant.add_member(&outer_id, &middle_id);
+    tenant.add_member(&middle_id, &ids[1]);
+    tenant.add_member(&middle_id, &inner_id);
+    tenant.add_member(&inner_id, &ids[2]);
+    tenant.add_member(&inner_id, &outer_id);
+    tenant.paging.delta_page_size = 2;
+    tenant.paging.delta_members_per_page = 1;
+    tenant.paging.replay_last_delta_object = true;
+    let fake = FakeGraph::start(tenant);
+    let app = importer_app(&fake);
+    let connection = server.connect("acme", connection_body(&fake, app.secret_auth(), json!({})));
+
+    let report = run(&server, &connection, true).await;
+    assert_eq!(report.status, "succeeded", "{report:?}");
+    assert_eq!(report.counts.groups_created, 1, "only outer has mail: {:?}", report.counts);
+    let requests = fake.requests();
+    assert!(requests.iter().all(|r| !r.path().ends_with("/transitiveMembers")), "no transitive listing");
+    assert!(requests.iter().filter(|r| r.path() == "/v1.0/groups/delta").count() > 3, "a round of pages");
+    assert_eq!(
+        group_member_ids(&server, "outer").await,
+        Some(scim_ids(&server, &[&ids[0], &ids[1], &ids[2]]).await),
+        "members two levels down, and none twice through the cycle"
+    );
+
+    fake.change(|t| {
+        t.remove_member(&inner_id, &ids[2]);
+        t.add_member(&middle_id, &ids[3]);
+    });
+    let delta = run(&server, &connection, false).await;
+    assert_eq!(delta.status, "succeeded", "{delta:?}");
+    assert_eq!(delta.mode, "delta");
+    let expected = Some(scim_ids(&server, &[&ids[0], &ids[1], &ids[3]]).await);
+    assert_eq!(group_member_ids(&server, "outer").await, expected, "the delta run");
+    let full = run(&server, &connection, true).await;
+    assert_eq!(full.status, "succeeded", "{full:?}");
+    assert_eq!(full.counts.members_added + full.counts.members_removed, 0, "agrees: {:?}", full.counts);
+    assert_eq!(group_member_ids(&server, "outer").await, expected, "the full run");
 }
