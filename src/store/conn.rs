@@ -144,6 +144,32 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 }
 
+/// Runs a statement written with PostgreSQL's numbered text parameters (`$1`, `$2`) on either
+/// backend (SQLite spells them `?1`, `?2`), for statements diesel's query builder cannot say: a
+/// recursive query, an INSERT … SELECT that skips conflicts. Returns the rows changed.
+pub fn execute_numbered(conn: &mut DbConn, statement: &str, params: &[&str]) -> Result<usize> {
+    use diesel::sql_types::Text;
+    use diesel::RunQueryDsl;
+    let sqlite = statement.replace('$', "?");
+    let changed = match (conn, params) {
+        (DbConn::Sqlite(c), [first]) => diesel::sql_query(sqlite).bind::<Text, _>(first).execute(c)?,
+        (DbConn::Sqlite(c), [first, second]) => {
+            diesel::sql_query(sqlite).bind::<Text, _>(first).bind::<Text, _>(second).execute(c)?
+        }
+        (DbConn::Postgres(c), [first]) => diesel::sql_query(statement).bind::<Text, _>(first).execute(c)?,
+        (DbConn::Postgres(c), [first, second]) => {
+            diesel::sql_query(statement).bind::<Text, _>(first).bind::<Text, _>(second).execute(c)?
+        }
+        _ => {
+            return Err(Error::internal(
+                "running a statement",
+                format!("{} parameters; one or two are supported", params.len()),
+            ))
+        }
+    };
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use diesel::sql_types::{Bool, Text};
 
 use super::schema::{
     connections, sync_source_groups, sync_source_members, sync_source_subgroups, sync_stage_groups,
-    sync_stage_members, sync_stage_subgroups, sync_stage_users,
+    sync_stage_members, sync_stage_users,
 };
 use super::sync_runs::StagedGroup;
 use super::DbConn;
@@ -158,6 +158,50 @@ pub fn groups_of_new_users(conn: &mut DbConn, connection_id: &str, run_id: &str)
     Ok(groups)
 }
 
+/// The staged rows of the groups a run read ($2) whose members it read, joined to their group.
+macro_rules! read_members_of {
+    ($stage:literal) => {
+        concat!(
+            "FROM ",
+            $stage,
+            " s JOIN sync_stage_groups g ON g.run_id = s.run_id AND g.source_id = s.group_source_id \
+             WHERE s.run_id = $2 AND g.changed AND g.members_read"
+        )
+    };
+}
+
+/// Mirrored memberships of a connection ($1) that a full run ($2) did not read.
+const FULL_MEMBERS_GONE: &str = concat!(
+    "DELETE FROM sync_source_members WHERE connection_id = $1 AND NOT EXISTS (SELECT 1 ",
+    read_members_of!("sync_stage_members"),
+    " AND s.user_source_id = sync_source_members.user_source_id \
+     AND s.group_source_id = sync_source_members.group_source_id)"
+);
+
+/// [`FULL_MEMBERS_GONE`] for nested groups.
+const FULL_SUBGROUPS_GONE: &str = concat!(
+    "DELETE FROM sync_source_subgroups WHERE connection_id = $1 AND NOT EXISTS (SELECT 1 ",
+    read_members_of!("sync_stage_subgroups"),
+    " AND s.subgroup_source_id = sync_source_subgroups.subgroup_source_id \
+     AND s.group_source_id = sync_source_subgroups.group_source_id)"
+);
+
+/// The memberships a run ($2) read that the connection's ($1) mirror lacks.
+const MEMBERS_READ: &str = concat!(
+    "INSERT INTO sync_source_members (connection_id, group_source_id, user_source_id) \
+     SELECT $1, s.group_source_id, s.user_source_id ",
+    read_members_of!("sync_stage_members"),
+    " ON CONFLICT DO NOTHING"
+);
+
+/// [`MEMBERS_READ`] for nested groups.
+const SUBGROUPS_READ: &str = concat!(
+    "INSERT INTO sync_source_subgroups (connection_id, group_source_id, subgroup_source_id) \
+     SELECT $1, s.group_source_id, s.subgroup_source_id ",
+    read_members_of!("sync_stage_subgroups"),
+    " ON CONFLICT DO NOTHING"
+);
+
 /// Moves the mirror to what a successful run read, and the next delta run's start to
 /// `watermark`. A full run replaces the mirror (groups it did not see are gone from the source);
 /// a delta run replaces only the groups it read.
@@ -180,8 +224,6 @@ pub fn advance(
     let mirror_subgroups =
         sync_source_subgroups::table.filter(sync_source_subgroups::connection_id.eq(connection_id));
     if full {
-        diesel::delete(mirror_members).execute(conn)?;
-        diesel::delete(mirror_subgroups).execute(conn)?;
         diesel::delete(mirror_groups).execute(conn)?;
     } else {
         diesel::delete(mirror_members.filter(sync_source_members::group_source_id.eq_any(read_groups())))
@@ -214,50 +256,19 @@ pub fn advance(
             sync_source_groups::imported,
         ))
         .execute(conn)?;
-    let reread_groups = sync_stage_groups::table
-        .filter(sync_stage_groups::run_id.eq(run_id))
-        .filter(sync_stage_groups::changed.eq(true))
-        .filter(sync_stage_groups::members_read.eq(true))
-        .select(sync_stage_groups::source_id);
-    diesel::insert_into(sync_source_members::table)
-        .values(
-            sync_stage_members::table
-                .filter(sync_stage_members::run_id.eq(run_id))
-                .filter(sync_stage_members::group_source_id.eq_any(reread_groups))
-                .select((
-                    connection_id.into_sql::<Text>(),
-                    sync_stage_members::group_source_id,
-                    sync_stage_members::user_source_id,
-                )),
-        )
-        .into_columns((
-            sync_source_members::connection_id,
-            sync_source_members::group_source_id,
-            sync_source_members::user_source_id,
-        ))
-        .execute(conn)?;
-    let reread_groups = sync_stage_groups::table
-        .filter(sync_stage_groups::run_id.eq(run_id))
-        .filter(sync_stage_groups::changed.eq(true))
-        .filter(sync_stage_groups::members_read.eq(true))
-        .select(sync_stage_groups::source_id);
-    diesel::insert_into(sync_source_subgroups::table)
-        .values(
-            sync_stage_subgroups::table
-                .filter(sync_stage_subgroups::run_id.eq(run_id))
-                .filter(sync_stage_subgroups::group_source_id.eq_any(reread_groups))
-                .select((
-                    connection_id.into_sql::<Text>(),
-                    sync_stage_subgroups::group_source_id,
-                    sync_stage_subgroups::subgroup_source_id,
-                )),
-        )
-        .into_columns((
-            sync_source_subgroups::connection_id,
-            sync_source_subgroups::group_source_id,
-            sync_source_subgroups::subgroup_source_id,
-        ))
-        .execute(conn)?;
+    // The members (and nested groups) of the groups the run read take the place of the mirror's:
+    // for a full run all of it, by difference, so that a run that read what the mirror holds
+    // writes nothing there (deleting and writing back a 100k org's 305k memberships held ~110
+    // MiB in SQLite's cache until the commit); for a delta run those of the groups it re-read,
+    // whose old rows are gone above.
+    if full {
+        for statement in [FULL_MEMBERS_GONE, FULL_SUBGROUPS_GONE] {
+            super::conn::execute_numbered(conn, statement, &[connection_id, run_id])?;
+        }
+    }
+    for statement in [MEMBERS_READ, SUBGROUPS_READ] {
+        super::conn::execute_numbered(conn, statement, &[connection_id, run_id])?;
+    }
     if let Some(watermark) = watermark {
         diesel::update(connections::table.find(connection_id))
             .set(connections::delta_state.eq(watermark))

@@ -371,15 +371,8 @@ ON CONFLICT DO NOTHING";
 /// of each group would give. Then the staged members of `unread` (groups the rules neither
 /// import nor name) are dropped: they were needed only to flatten.
 pub fn flatten_staged_nesting(conn: &mut DbConn, run_id: &str, unread: &[&str]) -> Result<()> {
-    use diesel::sql_types::Text;
     for statement in [REACHED_SUBGROUPS, MEMBERS_OF_SUBGROUPS] {
-        match conn {
-            // SQLite numbers its parameters `?1`; PostgreSQL `$1`.
-            DbConn::Sqlite(c) => {
-                diesel::sql_query(statement.replace("$1", "?1")).bind::<Text, _>(run_id).execute(c)?
-            }
-            DbConn::Postgres(c) => diesel::sql_query(statement).bind::<Text, _>(run_id).execute(c)?,
-        };
+        super::conn::execute_numbered(conn, statement, &[run_id])?;
     }
     for chunk in unread.chunks(500) {
         diesel::delete(

@@ -21,6 +21,7 @@ on_both_backends!(
     a_username_held_by_a_pushed_user_is_a_conflict_never_an_overwrite,
     group_members_are_read_while_users_are_still_listed,
     a_full_read_flattens_nested_groups_from_the_groups_delta_round,
+    a_full_run_forgets_memberships_gone_from_the_tenant,
 );
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -366,4 +367,29 @@ async fn a_full_read_flattens_nested_groups_from_the_groups_delta_round(server: 
     assert_eq!(full.status, "succeeded", "{full:?}");
     assert_eq!(full.counts.members_added + full.counts.members_removed, 0, "agrees: {:?}", full.counts);
     assert_eq!(group_member_ids(&server, "outer").await, expected, "the full run");
+}
+
+/// A full run moves the connection's mirror of memberships to what it read, by difference: a
+/// membership gone from the tenant leaves the mirror. The next delta run, which does not read
+/// that group again, then judges the user by what holds: the leaver, out of the denied group,
+/// stays active when only their title changes.
+async fn a_full_run_forgets_memberships_gone_from_the_tenant(server: TestServer) {
+    let (tenant, ids) = small_tenant();
+    let offboarding = tenant.groups.values().find(|g| g.display_name == "offboarding").unwrap().id.clone();
+    let fake = FakeGraph::start(tenant);
+    let app = importer_app(&fake);
+    let rules = json!({"denied_users_groups": ["offboarding"]});
+    let connection = server.connect("acme", connection_body(&fake, app.secret_auth(), rules));
+    run(&server, &connection, true).await;
+    assert_eq!(user_by_external_id(&server, &ids.leaver).await.unwrap()["active"], false, "denied");
+
+    fake.change(|t| t.remove_member(&offboarding, &ids.leaver));
+    let full = run(&server, &connection, true).await;
+    assert_eq!(full.counts.users_reactivated, 1, "{:?}", full.counts);
+    fake.change(|t| t.update_user(&ids.leaver, |u| u.job_title = Some("Returner".into())));
+    let delta = run(&server, &connection, false).await;
+    assert_eq!(delta.mode, "delta");
+    let leaver = user_by_external_id(&server, &ids.leaver).await.unwrap();
+    assert_eq!(leaver["title"], "Returner");
+    assert_eq!(leaver["active"], true, "judged by a mirror that still held the old membership");
 }
