@@ -21,6 +21,7 @@ on_both_backends!(
     a_run_spends_only_its_share_of_each_rate_limit_window,
     a_username_freed_in_a_large_run_is_taken_later_in_the_same_run,
     a_first_run_applies_in_one_pass_and_later_runs_are_planned,
+    a_runs_stage_is_cleared_a_chunk_at_a_time_and_only_its_own,
 );
 
 /// The org most tests use: an engineer managed by a lead, a suspended, a deprovisioned and a
@@ -461,4 +462,90 @@ async fn a_first_run_applies_in_one_pass_and_later_runs_are_planned(server: Test
         "{:?}",
         second.counts
     );
+}
+
+/// A run's stage is deleted a chunk of rows per statement (SQLite holds memory for every row one
+/// DELETE removes), until none is left, and no other run's stage is touched.
+async fn a_runs_stage_is_cleared_a_chunk_at_a_time_and_only_its_own(server: TestServer) {
+    use scimd::store::schema::{
+        sync_stage_groups, sync_stage_members, sync_stage_subgroups, sync_stage_users,
+    };
+    use scimd::store::sync_runs::{self, StagedGroup};
+    use scimd::sync::source::{MappedUser, SourceStatus};
+    let fake = FakeOkta::start(small_org());
+    let connection = connect(&server, connection_body(&fake, json!({})));
+    // Staged rows per table for `run`: users, groups, members, nested groups.
+    fn staged(server: &TestServer, run: &str) -> [i64; 4] {
+        let run = run.to_string();
+        server
+            .store
+            .read_now(move |conn, _| {
+                use diesel::prelude::*;
+                Ok([
+                    sync_stage_users::table
+                        .filter(sync_stage_users::run_id.eq(&run))
+                        .count()
+                        .get_result(conn)?,
+                    sync_stage_groups::table
+                        .filter(sync_stage_groups::run_id.eq(&run))
+                        .count()
+                        .get_result(conn)?,
+                    sync_stage_members::table
+                        .filter(sync_stage_members::run_id.eq(&run))
+                        .count()
+                        .get_result(conn)?,
+                    sync_stage_subgroups::table
+                        .filter(sync_stage_subgroups::run_id.eq(&run))
+                        .count()
+                        .get_result(conn)?,
+                ])
+            })
+            .unwrap()
+    }
+    let id = connection.id.clone();
+    let runs: Vec<String> = server
+        .store
+        .write_now(move |conn, _| {
+            let mut runs = Vec::new();
+            for _ in 0..2 {
+                let run = sync_runs::start(conn, &id, "cli", "full", false)?;
+                let users: Vec<MappedUser> = (0..23)
+                    .map(|i| MappedUser {
+                        source_id: format!("00u{i:017}"),
+                        status: SourceStatus::Active,
+                        created: "2026-01-01T00:00:00.000Z".into(),
+                        user_name: Some(format!("u{i}@acme.example")),
+                        primary_email: format!("u{i}@acme.example"),
+                        manager_source_id: None,
+                        resource: Default::default(),
+                    })
+                    .collect();
+                sync_runs::stage_users(conn, &run, &id, &users)?;
+                let members: Vec<String> = users.iter().map(|u| u.source_id.clone()).collect();
+                for g in 0..5 {
+                    let group = format!("00g{g:017}");
+                    let staged = StagedGroup {
+                        source_id: group.clone(),
+                        name: format!("group {g}"),
+                        group_type: "OKTA_GROUP".into(),
+                        changed: true,
+                        members_read: true,
+                        imported: true,
+                    };
+                    sync_runs::stage_groups(conn, &run, &[staged])?;
+                    sync_runs::stage_members(conn, &run, &group, &members[g..])?;
+                    let nested: Vec<String> = (g + 1..5).map(|n| format!("00g{n:017}")).collect();
+                    sync_runs::stage_subgroups(conn, &run, &group, &nested)?;
+                }
+                runs.push(run);
+            }
+            Ok(runs)
+        })
+        .unwrap();
+    let full = [23, 5, 23 + 22 + 21 + 20 + 19, 10];
+    assert_eq!(staged(&server, &runs[0]), full);
+    let first = runs[0].clone();
+    server.store.write_now(move |conn, _| sync_runs::clear_stage_by(conn, &first, 4)).unwrap();
+    assert_eq!(staged(&server, &runs[0]), [0; 4], "every chunk deleted");
+    assert_eq!(staged(&server, &runs[1]), full, "the other run's stage is untouched");
 }
