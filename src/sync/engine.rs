@@ -1550,7 +1550,15 @@ async fn read_entra_groups(
                 groups.insert(id.to_string(), None);
                 continue;
             }
-            groups.insert(id.to_string(), entra_staged_group(settings, item));
+            match entra_staged_group(settings, item) {
+                Some(group) => {
+                    groups.insert(id.to_string(), Some(group));
+                }
+                // A page that repeats a group without its name keeps what an earlier page said.
+                None => {
+                    groups.entry(id.to_string()).or_insert(None);
+                }
+            }
             let (mut users, mut subgroups, mut removed) = (Vec::new(), Vec::new(), Vec::new());
             for member in item.get("members@delta").and_then(Value::as_array).into_iter().flatten() {
                 let Some(member_id) = member.get("id").and_then(Value::as_str) else { continue };
