@@ -1559,17 +1559,20 @@ async fn read_entra_groups(
                     groups.entry(id.to_string()).or_insert(None);
                 }
             }
-            let (mut users, mut subgroups, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+            // Each member's last report wins: added (with its kind) or removed (`None`).
+            let mut reported: HashMap<String, Option<Option<graph::MemberKind>>> = HashMap::new();
             for member in item.get("members@delta").and_then(Value::as_array).into_iter().flatten() {
                 let Some(member_id) = member.get("id").and_then(Value::as_str) else { continue };
-                if member.get("@removed").is_some() {
-                    removed.push(member_id.to_string());
-                    continue;
-                }
-                match graph::member_kind(member) {
-                    Some(graph::MemberKind::User) => users.push(member_id.to_string()),
-                    Some(graph::MemberKind::Group) => subgroups.push(member_id.to_string()),
-                    None => {}
+                let added = member.get("@removed").is_none().then(|| graph::member_kind(member));
+                reported.insert(member_id.to_string(), added);
+            }
+            let (mut users, mut subgroups, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+            for (member_id, added) in reported {
+                match added {
+                    Some(Some(graph::MemberKind::User)) => users.push(member_id),
+                    Some(Some(graph::MemberKind::Group)) => subgroups.push(member_id),
+                    Some(None) => {}
+                    None => removed.push(member_id),
                 }
             }
             if !users.is_empty() || !subgroups.is_empty() {
