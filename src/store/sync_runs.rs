@@ -88,7 +88,7 @@ const CLEARED_PER_STATEMENT: usize = 20_000;
 /// Deletes a run's staged rows, [`CLEARED_PER_STATEMENT`] at a time (written in for `LIMIT`): SQLite
 /// holds memory in proportion to the rows one DELETE removes, until the transaction ends.
 /// Clearing a 100k org's 305k staged memberships in one statement took 61 MiB; a second full
-/// run peaked at 193 MiB with it and at 131 MiB in chunks.
+/// run peaked at 193 MiB with it and at 149-156 MiB in these chunks.
 const CLEAR_STAGED: [&str; 4] = [
     "DELETE FROM sync_stage_subgroups WHERE run_id = $1 AND (group_source_id, subgroup_source_id) IN \
      (SELECT group_source_id, subgroup_source_id FROM sync_stage_subgroups WHERE run_id = $1 LIMIT {limit})",

@@ -973,7 +973,7 @@ impl Run<'_> {
         }
         let groups: Vec<StagedGroup> = groups.into_values().collect();
         let mut affected = BTreeSet::new();
-        self.stage_entra_groups(client, groups, Some(&mut affected)).await?;
+        self.stage_entra_groups(client, groups, &mut affected).await?;
         affected.extend(self.last_conflicts().await?);
         self.stage_affected_entra_users(client, affected, progress).await?;
         self.complete_delta_stage().await?;
@@ -981,21 +981,32 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Stages Entra groups, with the members (and nested groups) of those the rules import or
-    /// name, read a few groups at a time. With `affected` (delta runs), notes the users whose
+    /// Stages the Entra groups a delta run read, with the members (and nested groups) of those
+    /// the rules import or name, read a few groups at a time; notes in `affected` the users whose
     /// standing under the rules a membership change alone may have changed.
     async fn stage_entra_groups(
         &mut self,
         client: &GraphClient,
         groups: Vec<StagedGroup>,
-        affected: Option<&mut BTreeSet<String>>,
+        affected: &mut BTreeSet<String>,
     ) -> Result<()> {
-        let read = stage_entra_members(client, &groups, &mut self.stager, affected.is_some()).await?;
-        if let Some(affected) = affected {
-            let none = BTreeSet::new();
-            for group in &groups {
-                self.note_affected(group, read.get(&group.source_id).unwrap_or(&none), affected).await?;
-            }
+        let wanted: Vec<String> =
+            groups.iter().filter(|g| g.members_read).map(|g| g.source_id.clone()).collect();
+        let mut listings = futures_util::stream::iter(wanted)
+            .map(|group| async move {
+                let nested = read_entra_nested(client, &group).await;
+                (group, nested)
+            })
+            .buffered(MEMBER_READS_IN_FLIGHT);
+        let mut read = HashMap::new();
+        while let Some((group, nested)) = listings.next().await {
+            let (members, subgroups) = nested?;
+            self.stager.members(group.clone(), members.iter().cloned().collect(), subgroups).await?;
+            read.insert(group, members);
+        }
+        let none = BTreeSet::new();
+        for group in &groups {
+            self.note_affected(group, read.get(&group.source_id).unwrap_or(&none), affected).await?;
         }
         self.stager.finish().await?;
         let run = self.run_id.clone();
@@ -1604,32 +1615,6 @@ async fn read_entra_groups(
     let groups: Vec<StagedGroup> = groups.into_values().flatten().collect();
     progress(&format!("groups read: {}", groups.len()));
     Ok((groups, link))
-}
-
-/// Reads the members (through nested groups) of the `groups` whose members are read, a few at
-/// once, and stages them. With `keep`, returns each one's member users by group.
-async fn stage_entra_members(
-    client: &GraphClient,
-    groups: &[StagedGroup],
-    stager: &mut Stager,
-    keep: bool,
-) -> Result<HashMap<String, BTreeSet<String>>> {
-    let wanted: Vec<String> = groups.iter().filter(|g| g.members_read).map(|g| g.source_id.clone()).collect();
-    let mut listings = futures_util::stream::iter(wanted)
-        .map(|group| async move {
-            let nested = read_entra_nested(client, &group).await;
-            (group, nested)
-        })
-        .buffered(MEMBER_READS_IN_FLIGHT);
-    let mut read = HashMap::new();
-    while let Some((group, nested)) = listings.next().await {
-        let (members, subgroups) = nested?;
-        stager.members(group.clone(), members.iter().cloned().collect(), subgroups).await?;
-        if keep {
-            read.insert(group, members);
-        }
-    }
-    Ok(read)
 }
 
 /// The users reachable from an Entra group through nested groups, and the groups nested in it
