@@ -296,6 +296,14 @@ pub fn db_error(error: diesel::result::Error) -> Error {
         D::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
             Error::Unavailable(format!("database connection closed: {}", info.message()))
         }
+        // Contention, not a fault: another writer held SQLite's lock past the busy timeout, or
+        // PostgreSQL chose this transaction to give way. A retry may well succeed (503).
+        D::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+            Error::Unavailable(format!("the database is busy, retry: {}", info.message()))
+        }
+        D::DatabaseError(_, info) if info.message().starts_with("database is locked") => {
+            Error::Unavailable(format!("the database is busy, retry: {}", info.message()))
+        }
         other => Error::internal("database", other),
     }
 }
@@ -329,4 +337,25 @@ fn check_version(meta: &Meta, if_match: Option<&str>) -> Result<()> {
 /// Current time in epoch milliseconds.
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as D};
+
+    use super::*;
+
+    /// A busy database is worth a retry (503 with Retry-After), not reported as a fault (500).
+    #[test]
+    fn contention_is_unavailable_not_internal() {
+        let locked = D::DatabaseError(DatabaseErrorKind::Unknown, Box::new("database is locked".to_string()));
+        assert!(matches!(db_error(locked), Error::Unavailable(detail) if detail.contains("retry")));
+        let serialization = D::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new("could not serialize".to_string()),
+        );
+        assert!(matches!(db_error(serialization), Error::Unavailable(_)));
+        let other = D::DatabaseError(DatabaseErrorKind::Unknown, Box::new("disk I/O error".to_string()));
+        assert!(matches!(db_error(other), Error::Internal(_)));
+    }
 }

@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use diesel::connection::{Connection, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 
 use super::conn::{establish, DatabaseUrl, DbConn};
 use crate::error::{Error, Result};
@@ -150,10 +150,22 @@ fn run(url: &DatabaseUrl, registry: &Registry, jobs: &Receiver<Job>) {
     }
 }
 
+/// Begins a batch's transaction holding the write lock. Another process may write the same file
+/// (a second scimd behind a load balancer, or the CLI): a deferred transaction that read before
+/// it wrote would then fail at its first write, at once and without waiting ("database is
+/// locked": its snapshot is stale), whereas IMMEDIATE waits out the busy timeout for the lock
+/// before reading anything. In this process the writer is the only writer, so it costs nothing.
+fn begin_immediate(conn: &mut DbConn) -> diesel::QueryResult<()> {
+    match conn {
+        DbConn::Sqlite(sqlite) => AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE"),
+        DbConn::Postgres(_) => <DbConn as Connection>::TransactionManager::begin_transaction(conn),
+    }
+}
+
 /// Runs one batch in one transaction. Returns false when the connection should be replaced.
 fn commit_batch(conn: &mut DbConn, registry: &Registry, batch: Vec<Job>) -> bool {
     type Manager = <DbConn as Connection>::TransactionManager;
-    if let Err(e) = Manager::begin_transaction(conn) {
+    if let Err(e) = begin_immediate(conn) {
         let error = Error::Unavailable(format!("cannot begin a transaction: {e}"));
         for job in batch {
             (job.work)(Err(&error), registry, false).0(Some(&error));
@@ -206,4 +218,62 @@ fn commit_batch(conn: &mut DbConn, registry: &Registry, batch: Vec<Job>) -> bool
         delivery(commit.as_ref().err());
     }
     committed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+    use crate::store::db_error;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    /// Another process commits to the same file after a queued write has read and before it
+    /// writes, as a second scimd does behind a load balancer. The write still commits: the
+    /// other process waits for it instead of making it fail with "database is locked".
+    #[test]
+    fn a_write_that_reads_first_commits_while_another_process_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("two.db").to_string_lossy().into_owned());
+        establish(&url).unwrap().batch_execute("CREATE TABLE t (x INTEGER)").unwrap();
+        let writer = Writer::start(url.clone(), Arc::new(Registry::load().unwrap())).unwrap();
+        let (reply, answer) = channel();
+        let other_url = url.clone();
+        writer
+            .submit(
+                false,
+                move |conn, _| {
+                    conn.batch_execute("SELECT count(*) FROM t").map_err(db_error)?;
+                    let (done, finished) = channel();
+                    let other = std::thread::spawn(move || {
+                        let outcome = establish(&other_url).map_err(|e| e.to_string()).and_then(|mut c| {
+                            c.batch_execute("INSERT INTO t VALUES (1)").map_err(|e| e.to_string())
+                        });
+                        let _ = done.send(());
+                        outcome
+                    });
+                    // Deferred, the other process commits at once; immediate, it waits for us.
+                    let _ = finished.recv_timeout(Duration::from_millis(500));
+                    conn.batch_execute("INSERT INTO t VALUES (2)").map_err(db_error)?;
+                    Ok(other)
+                },
+                move |result| {
+                    let _ = reply.send(result);
+                },
+            )
+            .unwrap();
+        let other = answer.recv().unwrap().unwrap();
+        other.join().unwrap().unwrap();
+        let DbConn::Sqlite(mut check) = establish(&url).unwrap() else { panic!("a SQLite connection") };
+        use diesel::RunQueryDsl;
+        let rows = diesel::sql_query("SELECT count(*) AS n FROM t").get_result::<Count>(&mut check).unwrap();
+        assert_eq!(rows.n, 2);
+    }
 }
