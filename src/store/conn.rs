@@ -170,9 +170,59 @@ pub fn execute_numbered(conn: &mut DbConn, statement: &str, params: &[&str]) -> 
     Ok(changed)
 }
 
+/// Rows one statement of [`delete_in_chunks`] removes at most.
+pub const ROWS_PER_DELETE: usize = 20_000;
+
+/// Runs a DELETE whose rows a subquery chooses, `LIMIT {limit}`, until a statement removes
+/// fewer than `per_statement` rows; returns how many it removed. SQLite holds memory in
+/// proportion to the rows one statement removes, until the transaction ends: clearing a 100k
+/// org's 305k staged memberships in one statement took 61 MiB. Each statement rescans the rows
+/// its subquery keeps, so chunks stay large.
+pub fn delete_in_chunks(
+    conn: &mut DbConn,
+    statement: &str,
+    params: &[&str],
+    per_statement: usize,
+) -> Result<usize> {
+    let statement = statement.replace("{limit}", &per_statement.to_string());
+    repeat_while_full(per_statement, || execute_numbered(conn, &statement, params))
+}
+
+/// Runs `delete` (which removes at most `per_statement` rows) until it removes fewer; returns
+/// how many it removed in all. For deletes diesel's builder writes (see [`delete_in_chunks`]).
+pub fn repeat_while_full(per_statement: usize, mut delete: impl FnMut() -> Result<usize>) -> Result<usize> {
+    let mut removed = 0;
+    loop {
+        let now = delete()?;
+        removed += now;
+        if now < per_statement {
+            return Ok(removed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every chosen row goes, whatever the chunk size, and no other.
+    #[test]
+    fn deleting_in_chunks_removes_every_chosen_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("chunks.db").to_string_lossy().into_owned());
+        let mut conn = establish(&url).unwrap();
+        conn.batch_execute("CREATE TABLE t (k TEXT, v TEXT, PRIMARY KEY (k, v))").unwrap();
+        let rows: Vec<String> =
+            (0..7).map(|i| format!("('gone', '{i}')")).chain(["('kept', 'x')".into()]).collect();
+        conn.batch_execute(&format!("INSERT INTO t VALUES {}", rows.join(", "))).unwrap();
+        let statement = "DELETE FROM t WHERE (k, v) IN (SELECT k, v FROM t WHERE k = $1 LIMIT {limit})";
+        for per_statement in [2, 7, 100] {
+            assert_eq!(delete_in_chunks(&mut conn, statement, &["gone"], per_statement).unwrap(), 7);
+            assert_eq!(delete_in_chunks(&mut conn, statement, &["gone"], per_statement).unwrap(), 0);
+            assert_eq!(execute_numbered(&mut conn, "DELETE FROM t WHERE k = $1", &["kept"]).unwrap(), 1);
+            conn.batch_execute(&format!("INSERT INTO t VALUES {}", rows.join(", "))).unwrap();
+        }
+    }
 
     /// A connection opened while another holds the new database's lock waits for it.
     #[test]

@@ -170,20 +170,23 @@ macro_rules! read_members_of {
     };
 }
 
-/// Mirrored memberships of a connection ($1) that a full run ($2) did not read.
+/// Mirrored memberships of a connection ($1) that a full run ($2) did not read, `{limit}` at a
+/// time (see [`super::conn::delete_in_chunks`]): narrowing the allow-list drops most of them.
 const FULL_MEMBERS_GONE: &str = concat!(
-    "DELETE FROM sync_source_members WHERE connection_id = $1 AND NOT EXISTS (SELECT 1 ",
+    "DELETE FROM sync_source_members WHERE connection_id = $1 AND (group_source_id, user_source_id) IN \
+     (SELECT m.group_source_id, m.user_source_id FROM sync_source_members m \
+     WHERE m.connection_id = $1 AND NOT EXISTS (SELECT 1 ",
     read_members_of!("sync_stage_members"),
-    " AND s.user_source_id = sync_source_members.user_source_id \
-     AND s.group_source_id = sync_source_members.group_source_id)"
+    " AND s.user_source_id = m.user_source_id AND s.group_source_id = m.group_source_id) LIMIT {limit})"
 );
 
 /// [`FULL_MEMBERS_GONE`] for nested groups.
 const FULL_SUBGROUPS_GONE: &str = concat!(
-    "DELETE FROM sync_source_subgroups WHERE connection_id = $1 AND NOT EXISTS (SELECT 1 ",
+    "DELETE FROM sync_source_subgroups WHERE connection_id = $1 AND (group_source_id, subgroup_source_id) IN \
+     (SELECT m.group_source_id, m.subgroup_source_id FROM sync_source_subgroups m \
+     WHERE m.connection_id = $1 AND NOT EXISTS (SELECT 1 ",
     read_members_of!("sync_stage_subgroups"),
-    " AND s.subgroup_source_id = sync_source_subgroups.subgroup_source_id \
-     AND s.group_source_id = sync_source_subgroups.group_source_id)"
+    " AND s.subgroup_source_id = m.subgroup_source_id AND s.group_source_id = m.group_source_id) LIMIT {limit})"
 );
 
 /// The memberships a run ($2) read that the connection's ($1) mirror lacks.
@@ -263,7 +266,8 @@ pub fn advance(
     // whose old rows are gone above.
     if full {
         for statement in [FULL_MEMBERS_GONE, FULL_SUBGROUPS_GONE] {
-            super::conn::execute_numbered(conn, statement, &[connection_id, run_id])?;
+            let chunk = super::conn::ROWS_PER_DELETE;
+            super::conn::delete_in_chunks(conn, statement, &[connection_id, run_id], chunk)?;
         }
     }
     for statement in [MEMBERS_READ, SUBGROUPS_READ] {

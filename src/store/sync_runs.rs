@@ -82,13 +82,8 @@ pub fn finish(
     clear_stage(conn, run_id)
 }
 
-/// How many staged rows one statement of [`clear_stage`] deletes.
-const CLEARED_PER_STATEMENT: usize = 20_000;
-
-/// Deletes a run's staged rows, [`CLEARED_PER_STATEMENT`] at a time (written in for `LIMIT`): SQLite
-/// holds memory in proportion to the rows one DELETE removes, until the transaction ends.
-/// Clearing a 100k org's 305k staged memberships in one statement took 61 MiB; a second full
-/// run peaked at 193 MiB with it and at 149-156 MiB in these chunks.
+/// A run's staged rows, [`super::conn::ROWS_PER_DELETE`] at a time: a second full run of a
+/// 100k org peaked at 193 MiB clearing them in one statement, and at 149-156 MiB in chunks.
 const CLEAR_STAGED: [&str; 4] = [
     "DELETE FROM sync_stage_subgroups WHERE run_id = $1 AND (group_source_id, subgroup_source_id) IN \
      (SELECT group_source_id, subgroup_source_id FROM sync_stage_subgroups WHERE run_id = $1 LIMIT {limit})",
@@ -102,14 +97,13 @@ const CLEAR_STAGED: [&str; 4] = [
 
 /// Deletes everything a run staged.
 pub fn clear_stage(conn: &mut DbConn, run_id: &str) -> Result<()> {
-    clear_stage_by(conn, run_id, CLEARED_PER_STATEMENT)
+    clear_stage_by(conn, run_id, super::conn::ROWS_PER_DELETE)
 }
 
 /// [`clear_stage`], `per_statement` rows at a time (tests use small numbers).
 pub fn clear_stage_by(conn: &mut DbConn, run_id: &str, per_statement: usize) -> Result<()> {
     for statement in CLEAR_STAGED {
-        let statement = statement.replace("{limit}", &per_statement.to_string());
-        while super::conn::execute_numbered(conn, &statement, &[run_id])? >= per_statement {}
+        super::conn::delete_in_chunks(conn, statement, &[run_id], per_statement)?;
     }
     Ok(())
 }
@@ -397,19 +391,42 @@ pub fn flatten_staged_nesting(conn: &mut DbConn, run_id: &str, unread: &[&str]) 
     for statement in [REACHED_SUBGROUPS, MEMBERS_OF_SUBGROUPS] {
         super::conn::execute_numbered(conn, statement, &[run_id])?;
     }
-    for chunk in unread.chunks(500) {
-        diesel::delete(
-            sync_stage_members::table
-                .filter(sync_stage_members::run_id.eq(run_id))
-                .filter(sync_stage_members::group_source_id.eq_any(chunk)),
-        )
-        .execute(conn)?;
-        diesel::delete(
-            sync_stage_subgroups::table
-                .filter(sync_stage_subgroups::run_id.eq(run_id))
-                .filter(sync_stage_subgroups::group_source_id.eq_any(chunk)),
-        )
-        .execute(conn)?;
+    // A group at a time, ROWS_PER_DELETE rows a statement: a group may hold most of the tenant,
+    // and an allow-list that names few groups drops most rows. Built with diesel, the two
+    // statements are prepared once for all groups, not once per group as SQL text would be.
+    let per_statement = super::conn::ROWS_PER_DELETE;
+    let limit = i64::try_from(per_statement).unwrap_or(i64::MAX);
+    for group in unread {
+        super::conn::repeat_while_full(per_statement, || {
+            let chosen = diesel::alias!(sync_stage_members as chosen);
+            let users = chosen
+                .filter(chosen.field(sync_stage_members::run_id).eq(run_id))
+                .filter(chosen.field(sync_stage_members::group_source_id).eq(group))
+                .select(chosen.field(sync_stage_members::user_source_id))
+                .limit(limit);
+            Ok(diesel::delete(
+                sync_stage_members::table
+                    .filter(sync_stage_members::run_id.eq(run_id))
+                    .filter(sync_stage_members::group_source_id.eq(group))
+                    .filter(sync_stage_members::user_source_id.eq_any(users)),
+            )
+            .execute(&mut *conn)?)
+        })?;
+        super::conn::repeat_while_full(per_statement, || {
+            let chosen = diesel::alias!(sync_stage_subgroups as chosen);
+            let subgroups = chosen
+                .filter(chosen.field(sync_stage_subgroups::run_id).eq(run_id))
+                .filter(chosen.field(sync_stage_subgroups::group_source_id).eq(group))
+                .select(chosen.field(sync_stage_subgroups::subgroup_source_id))
+                .limit(limit);
+            Ok(diesel::delete(
+                sync_stage_subgroups::table
+                    .filter(sync_stage_subgroups::run_id.eq(run_id))
+                    .filter(sync_stage_subgroups::group_source_id.eq(group))
+                    .filter(sync_stage_subgroups::subgroup_source_id.eq_any(subgroups)),
+            )
+            .execute(&mut *conn)?)
+        })?;
     }
     Ok(())
 }

@@ -131,6 +131,12 @@ fn main() {
     // `--delta N`: after the full runs, N changes in the org, then a delta run.
     let changes: usize = value("--delta", "0").parse().unwrap();
     let only_delta = args.iter().any(|a| a == "--skip-second-full");
+    // `--narrow-to PREFIX`: at the end, the rules keep only groups named PREFIX…, then a full
+    // run (an admin narrowing the allow-list: most mirrored memberships go at once).
+    let narrow_to = args
+        .iter()
+        .position(|a| a == "--narrow-to")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_else(|| refuse("--narrow-to needs a group name prefix")));
     if source == "entra" && okta_limits {
         refuse("--okta-limits is for --source okta only");
     }
@@ -167,7 +173,8 @@ fn main() {
     assert!(scimd(&["directory", "create", "acme"]).status().unwrap().success());
     let name = source.name();
     let config_file = format!("{name}.json");
-    std::fs::write(dir.path().join(&config_file), source.connection().to_string()).unwrap();
+    let connection_config = source.connection();
+    std::fs::write(dir.path().join(&config_file), connection_config.to_string()).unwrap();
     assert!(scimd(&["connection", "create", "acme", name, "--config", &config_file])
         .status()
         .unwrap()
@@ -258,6 +265,16 @@ fn main() {
         }
         let report = row(&format!("delta run, {changes} changes"), &delta);
         assert_eq!(report["mode"], "delta", "{report}");
+    }
+    if let Some(prefix) = narrow_to {
+        let mut narrowed = connection_config.clone();
+        narrowed["rules"] = serde_json::json!({ "group_prefixes": [prefix] });
+        std::fs::write(dir.path().join(&config_file), narrowed.to_string()).unwrap();
+        assert!(scimd(&["connection", "update", &connection, "--config", &config_file])
+            .status()
+            .unwrap()
+            .success());
+        row(&format!("full run, groups narrowed to {prefix}*"), &full);
     }
 }
 
