@@ -135,6 +135,7 @@ pub enum ConnectionCommand {
     Update {
         /// <directory>/<name>
         connection: String,
+        /// The whole connection JSON (see the README); secrets left out keep their stored value.
         #[arg(long)]
         config: PathBuf,
     },
