@@ -1,3 +1,4 @@
-//! Operating scimd: what a monitoring system scrapes.
+//! Operating scimd: what a monitoring system scrapes, and starting several instances.
 
 mod metrics;
+mod startup;
