@@ -297,11 +297,15 @@ pub fn db_error(error: diesel::result::Error) -> Error {
             Error::Unavailable(format!("database connection closed: {}", info.message()))
         }
         // Contention, not a fault: another writer held SQLite's lock past the busy timeout, or
-        // PostgreSQL chose this transaction to give way. A retry may well succeed (503).
+        // PostgreSQL chose this transaction to give way (a serialization failure or a deadlock).
+        // A retry may well succeed (503).
         D::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
             Error::Unavailable(format!("the database is busy, retry: {}", info.message()))
         }
-        D::DatabaseError(_, info) if info.message().starts_with("database is locked") => {
+        D::DatabaseError(_, info)
+            if info.message().starts_with("database is locked")
+                || info.message().starts_with("deadlock detected") =>
+        {
             Error::Unavailable(format!("the database is busy, retry: {}", info.message()))
         }
         other => Error::internal("database", other),
@@ -355,6 +359,9 @@ mod tests {
             Box::new("could not serialize".to_string()),
         );
         assert!(matches!(db_error(serialization), Error::Unavailable(_)));
+        let deadlock =
+            D::DatabaseError(DatabaseErrorKind::Unknown, Box::new("deadlock detected".to_string()));
+        assert!(matches!(db_error(deadlock), Error::Unavailable(_)));
         let other = D::DatabaseError(DatabaseErrorKind::Unknown, Box::new("disk I/O error".to_string()));
         assert!(matches!(db_error(other), Error::Internal(_)));
     }
