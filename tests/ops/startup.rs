@@ -4,22 +4,7 @@
 use scimd::app;
 use scimd::config::Config;
 
-use crate::support::{db, Backend};
-
-/// An empty database (no migrations applied), and what keeps it alive.
-fn empty_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            (format!("sqlite://{}", dir.path().join("new.db").display()), Some(dir))
-        }
-        Backend::Postgres => {
-            let cluster = db::pg_cluster().unwrap_or_else(|e| panic!("{e}"));
-            let name = db::unique_database_name("scimd_startup");
-            (cluster.create_database(&name, None).unwrap_or_else(|e| panic!("{e}")), None)
-        }
-    }
-}
+use crate::support::{empty_database, Backend};
 
 /// Each instance migrates under one lock: every migration is applied exactly once, by whichever
 /// instance came first, and no instance fails to start.

@@ -68,13 +68,26 @@ fn postgres_template() -> Result<&'static str, String> {
         .map_err(Clone::clone)
 }
 
-/// A fresh, migrated, empty database URL for one test.
-pub fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+/// A new database URL with nothing in it, not even migrations, and what keeps it alive.
+pub fn empty_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             (format!("sqlite://{}", dir.path().join("scimd.db").display()), Some(dir))
         }
+        Backend::Postgres => {
+            let cluster = db::pg_cluster().unwrap_or_else(|e| panic!("{e}"));
+            let name = db::unique_database_name("scimd_empty");
+            (cluster.create_database(&name, None).unwrap_or_else(|e| panic!("{e}")), None)
+        }
+    }
+}
+
+/// A fresh, empty database URL for one test: migrated on PostgreSQL (cloned from a template);
+/// on SQLite a new file, which the server migrates as it starts.
+pub fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => empty_database(backend),
         Backend::Postgres => {
             let template = postgres_template().unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
             let cluster = db::pg_cluster().unwrap_or_else(|e| panic!("{e}"));
